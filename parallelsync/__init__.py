@@ -1,0 +1,3 @@
+"""parallelsync: parallel, consistent PostgreSQL -> MongoDB full sync with change capture."""
+
+__version__ = "0.1.0"

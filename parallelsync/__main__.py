@@ -1,0 +1,8 @@
+"""`python -m parallelsync` behaves exactly like the `parallelsync` console script."""
+
+import sys
+
+from parallelsync.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
