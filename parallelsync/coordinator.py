@@ -1,0 +1,499 @@
+"""The copy job: preflight -> lease -> snapshot -> plan -> workers -> verify -> swap.
+
+The target is only ever changed by the final `renameCollection`; every other write goes to a temp
+collection named after the target and the job id, which is dropped on any failure or abort.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+import queue
+import random
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from parallelsync.config import CopyConfig
+from parallelsync.errors import (
+    Aborted,
+    ParallelSyncError,
+    SourceError,
+    TargetError,
+    UsageError,
+    WorkerDied,
+)
+from parallelsync.mapping import Projection, build_projection
+from parallelsync.progress import Progress
+from parallelsync.redact import redact_dsn, redact_uri
+from parallelsync.source.catalog import TableInfo, resolve_table
+from parallelsync.source.connect import clean, connect
+from parallelsync.source.planner import KeyRange, Plan, plan_ranges
+from parallelsync.source.snapshot import (
+    Snapshot,
+    SnapshotHolder,
+    check_logical,
+    check_slot_name,
+    import_snapshot,
+    slot_exists,
+)
+from parallelsync.target import finalize
+from parallelsync.target.client import connect as mongo_connect
+from parallelsync.target.lock import Lease
+from parallelsync.target.stats import ABORTED, FAILED, FINISHED, JobStats
+from parallelsync.worker import RangeTask, WorkerSetup, worker_main
+
+LOCK_COLLECTION = "parallelsync_locks"
+# A range is retried this often on transient errors (lost connection, dead worker).
+MAX_ATTEMPTS = 3
+# Job-document updates at most this often: the stats write must stay negligible next to the copy.
+STATS_INTERVAL_S = 2.0
+
+
+def new_job_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "_" + secrets.token_hex(3)
+
+
+@dataclass
+class RangeState:
+    rng: KeyRange
+    query: str
+    status: str = "PENDING"  # PENDING -> RUNNING -> DONE | FAILED
+    attempts: int = 0
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    not_before: float = 0.0  # back-off: do not start again before this monotonic time
+    error: str | None = None
+
+    def doc(self) -> dict[str, Any]:
+        d = self.rng.describe()
+        d.update(
+            status=self.status, attempts=self.attempts, rows=self.rows, bytes=self.bytes,
+            seconds=round(self.seconds, 3), error=self.error,
+        )
+        return d
+
+
+@dataclass
+class Result:
+    status: str
+    job_id: str
+    rows: int = 0
+    docs: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    consistent_lsn: str | None = None
+    slot: str | None = None
+    snapshot: str | None = None
+    target: str = ""
+    workers: int = 0
+    ranges: int = 0
+    error: str | None = None
+    exit_code: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        out = {
+            "status": self.status, "job_id": self.job_id, "rows": self.rows, "docs": self.docs,
+            "bytes": self.bytes, "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows / self.seconds, 1) if self.seconds > 0 else None,
+            "consistent_lsn": self.consistent_lsn, "slot": self.slot, "snapshot": self.snapshot,
+            "target": self.target, "workers": self.workers, "ranges": self.ranges, "error": self.error,
+        }
+        out.update(self.extra)
+        return out
+
+
+class _AbortFlag:
+    """First SIGINT/SIGTERM: stop cleanly. Second: stop now (the next run removes leftovers)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+class CopyJob:
+    def __init__(self, cfg: CopyConfig, log: Any = None) -> None:
+        self.cfg = cfg
+        self.job_id = new_job_id()
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.abort = _AbortFlag()
+        self.client: MongoClient[Any] | None = None
+        self.db: Database[Any] | None = None
+        self.lease: Lease | None = None
+        self.holder: SnapshotHolder | None = None
+        self.stats = JobStats(None, self.job_id)
+        self.temp = finalize.temp_name(cfg.collection, self.job_id)
+        self.temp_created = False
+        self.procs: dict[int, Any] = {}
+        self.started = time.monotonic()
+
+    # ---------------------------------------------------------------- the whole job
+    def run(self) -> Result:
+        cfg = self.cfg
+        result = Result("FAILED", self.job_id, target=f"{cfg.db}.{cfg.collection}", workers=cfg.workers)
+        self.abort.install()
+        try:
+            table, proj, pg = self._preflight()
+            try:
+                self._open_target()
+                snap = self._open_snapshot()
+                result.consistent_lsn, result.slot, result.snapshot = snap.consistent_lsn, snap.slot, snap.name
+                plan = self._plan(pg, table, proj, snap)
+            finally:
+                pg.close()
+            result.ranges = len(plan.ranges)
+            self._create_stats(table, plan, snap)
+            states = [RangeState(r, self._copy_query(table, proj, r)) for r in plan.ranges]
+            progress = Progress(plan.estimated_rows, cfg.progress_seconds)
+            self._run_workers(proj, snap, states, progress)
+            progress.done()
+            result.rows = sum(s.rows for s in states)
+            result.bytes = sum(s.bytes for s in states)
+            result.docs = self._finalize(result.rows)
+            result.status = FINISHED
+            result.seconds = time.monotonic() - self.started
+            self.stats.finish(FINISHED, self._totals(states, result) | {"target_count": result.docs})
+            if self.holder is not None:
+                self.holder.close()  # keep the slot: change capture resumes from it
+            return result
+        except (ParallelSyncError, KeyboardInterrupt) as exc:
+            err = exc if isinstance(exc, ParallelSyncError) else Aborted("stopped by a second interrupt")
+            status = ABORTED if isinstance(err, Aborted) else FAILED
+            result.status, result.error, result.exit_code = status, str(err), err.exit_code
+            result.seconds = time.monotonic() - self.started
+            self._cleanup_failed(status, str(err))
+            return result
+        finally:
+            self._stop_workers()
+            if self.lease is not None:
+                self.lease.release()
+            if self.client is not None:
+                self.client.close()
+            self.abort.restore()
+
+    # ---------------------------------------------------------------- phases
+    def _preflight(self) -> tuple[TableInfo, Projection, psycopg.Connection[Any]]:
+        cfg = self.cfg
+        if cfg.slot:
+            check_slot_name(cfg.slot)
+        pg = connect(cfg.source, autocommit=True)
+        try:
+            table = resolve_table(pg, cfg.table)
+            proj = build_projection(table, cfg)
+            if cfg.where:
+                self._check_where(pg, table)
+            if cfg.slot:
+                check_logical(pg)
+                if slot_exists(pg, cfg.slot):
+                    raise SourceError(
+                        f"replication slot {cfg.slot!r} already exists: another job or consumer uses "
+                        "it; choose another --slot, or drop the abandoned one with "
+                        f"SELECT pg_drop_replication_slot('{cfg.slot}')"
+                    )
+        except BaseException:
+            pg.close()
+            raise
+        return table, proj, pg
+
+    def _check_where(self, pg: psycopg.Connection[Any], table: TableInfo) -> None:
+        q = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE ({})").format(table.ident, sql.SQL(self.cfg.where))  # type: ignore[arg-type]
+        try:
+            pg.execute(q)
+        except psycopg.Error as exc:
+            raise UsageError(f"invalid --where {self.cfg.where!r}: {clean(exc, self.cfg.source)}") from None
+
+    def _open_target(self) -> None:
+        cfg = self.cfg
+        if cfg.null_target:
+            return
+        self.client = mongo_connect(cfg.target)
+        self.db = self.client[cfg.db]
+        self.lease = Lease(self.db[LOCK_COLLECTION], f"{cfg.db}.{cfg.collection}", self.job_id)
+        try:
+            self.lease.acquire()
+        except PyMongoError as exc:
+            raise TargetError(f"cannot take the target lease: {exc}") from None
+        self.lease.start_heartbeat()
+        self._drop_stale_temps()
+        self.stats = JobStats(self.db[cfg.stats_collection], self.job_id)
+
+    def _drop_stale_temps(self) -> None:
+        # We hold the lease for this target, so any temp collection for it belongs to a dead job.
+        assert self.db is not None
+        prefix = self.cfg.collection + finalize.TEMP_MARKER
+        for name in self.db.list_collection_names():
+            if name.startswith(prefix) and name != self.temp:
+                finalize.drop_quietly(self.db, name)
+                self.log(f"removed stale temp collection {name} left by an earlier run")
+
+    def _open_snapshot(self) -> Snapshot:
+        self.holder = SnapshotHolder(self.cfg.source, self.cfg.slot)
+        return self.holder.open()
+
+    def _plan(
+        self, pg: psycopg.Connection[Any], table: TableInfo, proj: Projection, snap: Snapshot
+    ) -> Plan:
+        # Sample under the same snapshot the workers read, so ranges describe the copied data.
+        pg.autocommit = True
+        import_snapshot(pg, snap.name)
+        try:
+            nranges = self.cfg.workers * self.cfg.ranges_per_worker
+            return plan_ranges(pg, table, proj.key, nranges, self.cfg.where)
+        except psycopg.Error as exc:
+            raise SourceError(f"planning ranges failed: {clean(exc, self.cfg.source)}") from None
+        finally:
+            pg.execute("ROLLBACK")
+
+    def _copy_query(self, table: TableInfo, proj: Projection, rng: KeyRange) -> str:
+        cond = rng.predicate(proj.key)
+        if self.cfg.where:
+            cond = sql.SQL("({}) AND ({})").format(cond, sql.SQL(self.cfg.where))  # type: ignore[arg-type]
+        q = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT BINARY)").format(
+            proj.select_list, table.ident, cond
+        )
+        return q.as_string(None)
+
+    def _create_stats(self, table: TableInfo, plan: Plan, snap: Snapshot) -> None:
+        cfg = self.cfg
+        self.stats.create(
+            {
+                "source": {
+                    "dsn": redact_dsn(cfg.source), "schema": table.schema, "table": table.name,
+                    "filter": cfg.where, "key": list(plan.key),
+                },
+                "target": {
+                    "uri": redact_uri(cfg.target), "db": cfg.db, "collection": cfg.collection,
+                    "temp": self.temp,
+                },
+                "workers": cfg.workers,
+                "snapshot": {"name": snap.name, "consistent_lsn": snap.consistent_lsn, "slot": snap.slot},
+                "plan": {"method": plan.method, "estimated_rows": plan.estimated_rows},
+                "ranges": [r.describe() | {"status": "PENDING", "attempts": 0} for r in plan.ranges],
+                "totals": {"rows": 0, "docs": 0, "bytes": 0},
+                "progress": 0.0,
+            }
+        )
+        if self.db is not None:
+            try:
+                self.db.create_collection(self.temp)
+                self.temp_created = True
+            except PyMongoError as exc:
+                raise TargetError(f"cannot create the temp collection {self.temp}: {exc}") from None
+
+    # ---------------------------------------------------------------- workers
+    def _run_workers(
+        self, proj: Projection, snap: Snapshot, states: list[RangeState], progress: Progress
+    ) -> None:
+        cfg = self.cfg
+        ctx = mp.get_context("spawn")
+        setup = WorkerSetup(
+            job_id=self.job_id, source_dsn=cfg.source, snapshot=snap.name, layout=proj.layout,
+            target_uri=cfg.target, db=cfg.db, temp_collection=self.temp,
+            batch_rows=cfg.batch_rows, batch_bytes=cfg.batch_bytes,
+        )
+        results: Any = ctx.Queue()
+        inboxes: dict[int, Any] = {}
+        assigned: dict[int, int | None] = {}
+        ready: set[int] = set()
+        next_wid = 0
+
+        def spawn() -> None:
+            nonlocal next_wid
+            wid, next_wid = next_wid, next_wid + 1
+            inbox = ctx.Queue()
+            proc = ctx.Process(target=worker_main, args=(wid, setup, inbox, results), name=f"parallelsync-worker-{wid}", daemon=True)
+            proc.start()
+            self.procs[wid], inboxes[wid], assigned[wid] = proc, inbox, None
+
+        by_id = {s.rng.id: s for s in states}
+        last_stats = 0.0
+        spawn_budget = cfg.workers + MAX_ATTEMPTS * len(states)
+
+        def fail_range(state: RangeState, err: ParallelSyncError) -> None:
+            state.error = str(err)
+            progress.add(-state.rows, -state.bytes)
+            state.rows = state.bytes = 0
+            if not err.transient or state.attempts >= MAX_ATTEMPTS:
+                state.status = "FAILED"
+                if err.transient:
+                    raise type(err)(
+                        f"range {state.rng.id} failed {state.attempts} times; last error: {err}"
+                    )
+                raise err
+            state.status = "PENDING"
+            # Exponential back-off with jitter so retries do not hammer a recovering server.
+            delay = min(30.0, 0.5 * 2 ** (state.attempts - 1)) * (0.5 + random.random())
+            state.not_before = time.monotonic() + delay
+            self.log(f"range {state.rng.id}: attempt {state.attempts} failed ({err}); retrying")
+
+        def handle(msg: tuple[Any, ...]) -> None:
+            kind, wid = msg[0], msg[1]
+            if wid not in self.procs:
+                return  # a retired worker's late words: its range was already rescheduled
+            if kind == "ready":
+                ready.add(wid)
+            elif kind == "progress":
+                st = by_id[msg[2]]
+                st.rows += msg[3]
+                st.bytes += msg[4]
+                progress.add(msg[3], msg[4])
+            elif kind == "done":
+                st = by_id[msg[2]]
+                st.status, st.seconds, st.error = "DONE", msg[5], None
+                assigned[wid] = None
+            elif kind == "failed":
+                assigned[wid] = None
+                fail_range(by_id[msg[2]], msg[3])
+            elif kind == "fatal":
+                err: ParallelSyncError = msg[2]
+                if not err.transient:
+                    raise err
+                self.log(f"worker {wid} could not start ({err}); starting another")
+                self._retire(wid, ready, assigned)
+
+        def drain() -> None:
+            while True:
+                try:
+                    handle(results.get_nowait())
+                except queue.Empty:
+                    return
+
+        while True:
+            if self.abort.requested:
+                raise Aborted("the job was interrupted (SIGINT/SIGTERM); the target is unchanged")
+            if self.lease is not None and self.lease.lost:
+                raise TargetError("the target lease was lost to another job; nothing was swapped")
+            now = time.monotonic()
+            for wid in sorted(ready):
+                if assigned.get(wid) is not None:
+                    continue
+                pending = [s for s in states if s.status == "PENDING" and s.not_before <= now]
+                if not pending:
+                    break
+                st = pending[0]
+                st.status, st.attempts, st.rows, st.bytes = "RUNNING", st.attempts + 1, 0, 0
+                assigned[wid] = st.rng.id
+                inboxes[wid].put(RangeTask(st.rng.id, st.attempts, st.query))
+            if all(s.status == "DONE" for s in states):
+                break
+            try:
+                handle(results.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            # Workers that died without a word (killed, crashed, or exited after a transient error).
+            for wid, proc in list(self.procs.items()):
+                if proc.is_alive():
+                    continue
+                drain()  # its last messages were flushed before it exited
+                if wid not in self.procs:
+                    continue
+                rid = assigned.get(wid)
+                self._retire(wid, ready, assigned)
+                if rid is not None:
+                    fail_range(by_id[rid], WorkerDied(f"worker process {wid} exited with code {proc.exitcode}"))
+            remaining = sum(1 for s in states if s.status != "DONE")
+            while len(self.procs) < min(cfg.workers, remaining):
+                if spawn_budget <= 0:
+                    raise WorkerDied("workers keep dying before they can start; see the messages above")
+                spawn_budget -= 1
+                spawn()
+            progress.tick()
+            if time.monotonic() - last_stats > STATS_INTERVAL_S:
+                last_stats = time.monotonic()
+                self._stats_progress(states, progress)
+        progress.tick(force=True)
+        self._stats_progress(states, progress)
+
+    def _retire(self, wid: int, ready: set[int], assigned: dict[int, int | None]) -> None:
+        ready.discard(wid)
+        assigned.pop(wid, None)
+        proc = self.procs.pop(wid, None)
+        if proc is not None and proc.is_alive():
+            proc.kill()
+
+    def _stop_workers(self) -> None:
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for proc in self.procs.values():
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=2)
+        self.procs.clear()
+
+    def _stats_progress(self, states: list[RangeState], progress: Progress) -> None:
+        elapsed = time.monotonic() - self.started
+        rows = sum(s.rows for s in states)
+        self.stats.update(
+            {
+                "ranges": [s.doc() for s in states],
+                "totals": {"rows": rows, "docs": rows, "bytes": sum(s.bytes for s in states)},
+                "progress": progress.fraction(),
+                "elapsed": round(elapsed, 3),
+                "rates": {"rows_per_second": round(rows / elapsed, 1) if elapsed > 0 else 0},
+            }
+        )
+
+    # ---------------------------------------------------------------- the end
+    def _finalize(self, rows: int) -> int:
+        if self.db is None:
+            return rows  # null: target
+        cfg = self.cfg
+        specs = finalize.existing_secondary_indexes(self.db, cfg.collection)
+        finalize.build_indexes(self.db, self.temp, specs)
+        docs = finalize.check_count(self.db, self.temp, rows)
+        if self.abort.requested:
+            raise Aborted("the job was interrupted before the swap; the target is unchanged")
+        if self.lease is not None and not self.lease.still_held():
+            raise TargetError("the target lease was taken by another job before the swap; nothing was swapped")
+        finalize.swap(self.db, self.temp, cfg.collection)
+        self.temp_created = False
+        return docs
+
+    def _totals(self, states: list[RangeState], result: Result) -> dict[str, Any]:
+        return {
+            "ranges": [s.doc() for s in states],
+            "totals": {"rows": result.rows, "docs": result.docs, "bytes": result.bytes},
+            "progress": 1.0,
+            "elapsed": round(result.seconds, 3),
+            "rates": {
+                "rows_per_second": round(result.rows / result.seconds, 1) if result.seconds else 0,
+                "mb_per_second": round(result.bytes / result.seconds / 1e6, 2) if result.seconds else 0,
+            },
+            "source_count": result.rows,
+        }
+
+    def _cleanup_failed(self, status: str, error: str) -> None:
+        self._stop_workers()
+        if self.db is not None and self.temp_created:
+            finalize.drop_quietly(self.db, self.temp)
+        if self.holder is not None:
+            self.holder.drop_slot()
+        self.stats.finish(status, {"error": error, "elapsed": round(time.monotonic() - self.started, 3)})

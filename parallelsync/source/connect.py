@@ -1,0 +1,42 @@
+"""Connecting to PostgreSQL with failures turned into clear, password-free errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from parallelsync.errors import SourceConnectionLost, SourceError, UsageError
+from parallelsync.redact import dsn_password, redact_dsn, scrub
+
+# Fail a wrong host fast instead of waiting for the OS's TCP timeout.
+CONNECT_TIMEOUT_S = 15
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    kwargs.setdefault("application_name", "parallelsync")
+    try:
+        return psycopg.connect(dsn, **kwargs)
+    except psycopg.ProgrammingError as exc:  # a malformed conninfo string
+        raise UsageError(f"invalid PostgreSQL DSN {redact_dsn(dsn)}: {clean(exc, dsn)}") from None
+    except psycopg.OperationalError as exc:
+        raise SourceError(f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {clean(exc, dsn)}") from None
+
+
+def clean(exc: BaseException, dsn: str) -> str:
+    """The server's message without secrets and without libpq's multi-line noise."""
+    text = scrub(str(exc), dsn_password(dsn)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def classify(exc: psycopg.Error, dsn: str, what: str) -> SourceError:
+    """Map a driver error to our hierarchy: a lost connection is worth a retry, the rest is not."""
+    msg = f"{what}: {clean(exc, dsn)}"
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, psycopg.OperationalError) and (
+        sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03") or not sqlstate
+    ):
+        return SourceConnectionLost(msg)
+    return SourceError(msg)

@@ -1,0 +1,44 @@
+"""Connecting to MongoDB with failures turned into clear, password-free errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
+
+from parallelsync.errors import TargetError, TargetUnavailable, UsageError
+from parallelsync.redact import redact_uri
+
+# Long enough for a replica-set election, short enough that a wrong host fails the preflight fast.
+SERVER_SELECTION_MS = 15_000
+
+
+def connect(uri: str, *, timeout_ms: int = SERVER_SELECTION_MS, **kwargs: Any) -> MongoClient[Any]:
+    """A client that has answered `ping`; TLS and auth options pass through the URI."""
+    shown = redact_uri(uri)
+    if "serverselectiontimeoutms" in uri.lower():
+        timeout_ms = int(uri.lower().split("serverselectiontimeoutms=")[1].split("&")[0])
+    else:
+        kwargs.setdefault("serverSelectionTimeoutMS", timeout_ms)
+    try:
+        client: MongoClient[Any] = MongoClient(uri, **kwargs)
+    except (InvalidURI, ConfigurationError, ValueError) as exc:
+        raise UsageError(f"invalid MongoDB URI {shown}: {exc}") from None
+    try:
+        client.admin.command("ping")
+    except OperationFailure as exc:
+        client.close()
+        raise TargetError(f"MongoDB at {shown} refused the connection: {exc.details and exc.details.get('errmsg') or exc}") from None
+    except PyMongoError as exc:
+        client.close()
+        raise TargetUnavailable(
+            f"cannot reach MongoDB at {shown} within {timeout_ms // 1000} s: {_first_line(exc)}; "
+            "check the host, port and network"
+        ) from None
+    return client
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).split(", Timeout:")[0]
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,105 @@
+"""A lease per target namespace, so two runs never write the same target at once.
+
+The lease is one document `{_id: "db.collection", job_id, owner, token, expires_at, heartbeat_at}`.
+Taking it is a single conditional upsert: it succeeds when no lease exists, the existing one has
+expired (its owner crashed) or it is already ours. Each take increments `token` (a fencing token):
+the swap checks that the token is still ours, so a run that lost its lease never swaps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import threading
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from parallelsync.errors import LockedError
+
+# A crashed owner blocks the target for at most this long; heartbeats renew it every third of it.
+LEASE_SECONDS = 60.0
+
+
+def owner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Lease:
+    def __init__(self, coll: Collection[Any], namespace: str, job_id: str) -> None:
+        self._coll = coll
+        self.namespace = namespace
+        self.job_id = job_id
+        self.token: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    def acquire(self, seconds: float = LEASE_SECONDS) -> int:
+        now = dt.datetime.now(dt.UTC)
+        try:
+            doc = self._coll.find_one_and_update(
+                {
+                    "_id": self.namespace,
+                    "$or": [{"expires_at": {"$lt": now}}, {"job_id": self.job_id}],
+                },
+                {
+                    "$set": {
+                        "job_id": self.job_id,
+                        "owner": owner_name(),
+                        "expires_at": now + dt.timedelta(seconds=seconds),
+                        "heartbeat_at": now,
+                        "acquired_at": now,
+                    },
+                    "$inc": {"token": 1},
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            held = self._coll.find_one({"_id": self.namespace}) or {}
+            raise LockedError(
+                f"target {self.namespace} is locked by job {held.get('job_id')} "
+                f"(owner {held.get('owner')}, lease until {held.get('expires_at')}); wait for it to "
+                "finish, or remove the lease document if that job is known to be dead"
+            ) from None
+        self.token = int(doc["token"])
+        return self.token
+
+    def start_heartbeat(self, seconds: float = LEASE_SECONDS) -> None:
+        def beat() -> None:
+            while not self._stop.wait(seconds / 3):
+                if not self.renew(seconds):
+                    self.lost = True
+                    return
+
+        self._thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+        self._thread.start()
+
+    def renew(self, seconds: float = LEASE_SECONDS) -> bool:
+        now = dt.datetime.now(dt.UTC)
+        try:
+            res = self._coll.update_one(
+                {"_id": self.namespace, "job_id": self.job_id, "token": self.token},
+                {"$set": {"expires_at": now + dt.timedelta(seconds=seconds), "heartbeat_at": now}},
+            )
+        except PyMongoError:
+            # A passing network error is not a lost lease; the swap re-checks the token anyway.
+            return True
+        return res.matched_count == 1
+
+    def still_held(self) -> bool:
+        doc = self._coll.find_one({"_id": self.namespace})
+        return bool(doc and doc.get("job_id") == self.job_id and doc.get("token") == self.token)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self._coll.delete_one({"_id": self.namespace, "job_id": self.job_id, "token": self.token})
+        except PyMongoError:
+            pass  # the lease expires by itself
