@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(copy, COPY_OPTIONS)
     plan = sub.add_parser("plan", help="show the key ranges a copy would use, with estimated rows")
     _add_options(plan, COPY_OPTIONS)
+    verify = sub.add_parser("verify", help="compare a target collection with the source now (counts and checksums per range)")
+    _add_options(verify, COPY_OPTIONS)
     return parser
 
 
@@ -70,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from parallelsync.commands import run_plan
 
             return run_plan(build_copy_config(cli), as_json=args.json)
+        if args.command == "verify":
+            from parallelsync.commands import run_verify
+
+            return run_verify(build_copy_config(cli), as_json=args.json)
         raise UsageError(f"unknown command {args.command!r}")
     except ParallelSyncError as exc:
         if debug:

@@ -50,6 +50,33 @@ def print_summary(r: "Result") -> None:
     sys.stderr.flush()
 
 
+def run_verify(cfg: CopyConfig, *, as_json: bool) -> int:
+    from parallelsync.errors import EXIT_VERIFY
+    from parallelsync.verify_job import run_verify as verify_target
+
+    report = verify_target(cfg)
+    if as_json:
+        print(json.dumps(report, default=str), flush=True)
+    else:
+        src, tgt = report["source"], report["target_digest"]
+        print(f"{report['status']}: {report['table']} -> {report['target']}")
+        print(f"  source {src['count']:,} docs, digest {src['digest']}")
+        print(f"  target {tgt['count']:,} docs, digest {tgt['digest']}")
+        if not report["per_range"]:
+            print("  (this key's order differs in BSON: compared as a whole, not per range)")
+        for r in report["ranges"]:
+            if r["equal"] is False:
+                b = r["bounds"]
+                print(f"  range {r['range']} [{b['lower']} .. {b['upper']}): source "
+                      f"{r['source']['count']} docs, target {r['target']['count']} docs")
+        for smp in report.get("samples", []):
+            print(f"  range {smp['range']}: {smp['missing_in_target']} missing, "
+                  f"{smp['extra_in_target']} extra, {smp['different']} different; sample keys: "
+                  f"missing {smp['sample_missing']}, extra {smp['sample_extra']}, "
+                  f"different {smp['sample_different']}")
+    return EXIT_OK if report["status"] == "EQUAL" else EXIT_VERIFY
+
+
 def run_plan(cfg: CopyConfig, *, as_json: bool) -> int:
     with connect(cfg.source, autocommit=True) as pg:
         table = resolve_table(pg, cfg.table)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from parallelsync.errors import UsageError
+from parallelsync.mapping_config import MappingConfig, parse_mapping
 
 # Batches bounded by rows and bytes: 10k rows or 8 MiB of COPY data, whichever comes first, keeps
 # per-worker memory flat (a few batches in flight) while amortising per-batch overhead.
@@ -61,7 +62,11 @@ COPY_OPTIONS: tuple[Option, ...] = (
     Option("numeric", str, "string", "numeric values beyond Decimal128's 34 digits", choices=("string", "double", "decimal")),
     Option("infinity", str, "clamp", "±infinity dates/timestamps", choices=("clamp", "null", "string", "error")),
     Option("json_keys", str, "keep", "json keys starting with $ or containing .", choices=("keep", "replace", "error")),
+    Option("verify", str, "count", "before the swap: per-range row counts, or counts and content checksums", choices=("count", "checksum")),
+    Option("resume", str, None, "continue a copy whose coordinator died: a job id, or 'last'"),
     Option("progress_seconds", float, 5.0, "seconds between progress lines when stderr is not a terminal"),
+    Option("max_attempts", int, 3, "attempts per range on transient errors (lost connection, dead worker) before the job fails"),
+    Option("oversize", str, "fail", "documents over 16 MiB: fail the run, or skip them (recorded in the job document)", choices=("fail", "skip")),
 )
 
 
@@ -86,6 +91,12 @@ class CopyConfig:
     infinity: str
     json_keys: str
     progress_seconds: float
+    verify: str = "count"
+    resume: str | None = None
+    oversize: str = "fail"
+    max_attempts: int = 3
+    # The `[mapping]` table of the config file (file only: it is structured).
+    mapping: MappingConfig = MappingConfig()
 
     @property
     def null_target(self) -> bool:
@@ -146,7 +157,10 @@ def merge(
 
 def build_copy_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -> CopyConfig:
     env = os.environ if env is None else env
-    values = merge(COPY_OPTIONS, cli, env, load_file(cli.get("config")))
+    file = load_file(cli.get("config"))
+    mapping = parse_mapping(file.pop("mapping", None))
+    values = merge(COPY_OPTIONS, cli, env, file)
+    values["mapping"] = mapping
     for required in ("source", "table", "target"):
         if not values[required]:
             raise UsageError(
@@ -156,6 +170,8 @@ def build_copy_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = No
         raise UsageError("--db is required: the target database name")
     if values["workers"] < 1:
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")
+    if values["max_attempts"] < 1:
+        raise UsageError(f"--max-attempts must be at least 1, got {values['max_attempts']}")
     if values["ranges_per_worker"] < 1:
         raise UsageError("--ranges-per-worker must be at least 1")
     if values["batch_rows"] < 1 or values["batch_bytes"] < 1024:

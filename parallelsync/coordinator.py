@@ -24,6 +24,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from parallelsync import verify
+from parallelsync.checksum import Digest
 from parallelsync.config import CopyConfig
 from parallelsync.errors import (
     Aborted,
@@ -31,9 +33,11 @@ from parallelsync.errors import (
     SourceError,
     TargetError,
     UsageError,
+    VerifyError,
     WorkerDied,
 )
-from parallelsync.mapping import Projection, build_projection
+from parallelsync.mapping import Projection, build_projection, check_projection
+from parallelsync.oversize import MAX_SKIPPED_ENTRIES
 from parallelsync.progress import Progress
 from parallelsync.redact import redact_dsn, redact_uri
 from parallelsync.source.catalog import TableInfo, resolve_table
@@ -54,8 +58,6 @@ from parallelsync.target.stats import ABORTED, FAILED, FINISHED, JobStats
 from parallelsync.worker import RangeTask, WorkerSetup, worker_main
 
 LOCK_COLLECTION = "parallelsync_locks"
-# A range is retried this often on transient errors (lost connection, dead worker).
-MAX_ATTEMPTS = 3
 # Job-document updates at most this often: the stats write must stay negligible next to the copy.
 STATS_INTERVAL_S = 2.0
 
@@ -75,6 +77,7 @@ class RangeState:
     seconds: float = 0.0
     not_before: float = 0.0  # back-off: do not start again before this monotonic time
     error: str | None = None
+    digest: Digest | None = None  # content digest of the documents written (--verify checksum)
 
     def doc(self) -> dict[str, Any]:
         d = self.rng.describe()
@@ -82,6 +85,8 @@ class RangeState:
             status=self.status, attempts=self.attempts, rows=self.rows, bytes=self.bytes,
             seconds=round(self.seconds, 3), error=self.error,
         )
+        if self.digest is not None:
+            d["checksum"] = self.digest.as_doc()
         return d
 
 
@@ -151,6 +156,9 @@ class CopyJob:
         self.temp_created = False
         self.procs: dict[int, Any] = {}
         self.started = time.monotonic()
+        # --oversize skip (issue 3): range id -> (skipped count, first entries {_id, size}).
+        self.skipped: dict[int, tuple[int, list[dict[str, Any]]]] = {}
+        self.checksum = False  # set by `verify`, which reads the source only to digest it
 
     # ---------------------------------------------------------------- the whole job
     def run(self) -> Result:
@@ -174,10 +182,13 @@ class CopyJob:
             progress.done()
             result.rows = sum(s.rows for s in states)
             result.bytes = sum(s.bytes for s in states)
-            result.docs = self._finalize(result.rows)
+            result.docs = self._finalize(result.rows, states, proj)
             result.status = FINISHED
             result.seconds = time.monotonic() - self.started
-            self.stats.finish(FINISHED, self._totals(states, result) | {"target_count": result.docs})
+            self.stats.finish(
+                FINISHED,
+                self._totals(states, result) | {"target_count": result.docs} | self._skipped_doc(result),
+            )
             if self.holder is not None:
                 self.holder.close()  # keep the slot: change capture resumes from it
             return result
@@ -205,6 +216,7 @@ class CopyJob:
         try:
             table = resolve_table(pg, cfg.table)
             proj = build_projection(table, cfg)
+            check_projection(pg, table, proj)  # issue 3: type overrides fail here, not mid-copy
             if cfg.where:
                 self._check_where(pg, table)
             if cfg.slot:
@@ -314,7 +326,8 @@ class CopyJob:
         setup = WorkerSetup(
             job_id=self.job_id, source_dsn=cfg.source, snapshot=snap.name, layout=proj.layout,
             target_uri=cfg.target, db=cfg.db, temp_collection=self.temp,
-            batch_rows=cfg.batch_rows, batch_bytes=cfg.batch_bytes,
+            batch_rows=cfg.batch_rows, batch_bytes=cfg.batch_bytes, oversize=cfg.oversize,
+            checksum=self.checksum or cfg.verify == "checksum",
         )
         results: Any = ctx.Queue()
         inboxes: dict[int, Any] = {}
@@ -332,13 +345,13 @@ class CopyJob:
 
         by_id = {s.rng.id: s for s in states}
         last_stats = 0.0
-        spawn_budget = cfg.workers + MAX_ATTEMPTS * len(states)
+        spawn_budget = cfg.workers + cfg.max_attempts * len(states)
 
         def fail_range(state: RangeState, err: ParallelSyncError) -> None:
             state.error = str(err)
             progress.add(-state.rows, -state.bytes)
             state.rows = state.bytes = 0
-            if not err.transient or state.attempts >= MAX_ATTEMPTS:
+            if not err.transient or state.attempts >= cfg.max_attempts:
                 state.status = "FAILED"
                 if err.transient:
                     raise type(err)(
@@ -364,8 +377,10 @@ class CopyJob:
                 progress.add(msg[3], msg[4])
             elif kind == "done":
                 st = by_id[msg[2]]
-                st.status, st.seconds, st.error = "DONE", msg[5], None
+                st.status, st.seconds, st.error, st.digest = "DONE", msg[5], None, msg[6]
                 assigned[wid] = None
+            elif kind == "skipped":  # --oversize skip (issue 3); comes just before "done"
+                self.skipped[msg[2]] = (msg[3], msg[4])
             elif kind == "failed":
                 assigned[wid] = None
                 fail_range(by_id[msg[2]], msg[3])
@@ -462,13 +477,15 @@ class CopyJob:
         )
 
     # ---------------------------------------------------------------- the end
-    def _finalize(self, rows: int) -> int:
+    def _finalize(self, rows: int, states: list[RangeState], proj: Projection) -> int:
         if self.db is None:
             return rows  # null: target
         cfg = self.cfg
+        docs = finalize.check_count(self.db, self.temp, rows)
+        if cfg.verify == "checksum":
+            self._verify_checksums(states, proj)
         specs = finalize.existing_secondary_indexes(self.db, cfg.collection)
         finalize.build_indexes(self.db, self.temp, specs)
-        docs = finalize.check_count(self.db, self.temp, rows)
         if self.abort.requested:
             raise Aborted("the job was interrupted before the swap; the target is unchanged")
         if self.lease is not None and not self.lease.still_held():
@@ -476,6 +493,39 @@ class CopyJob:
         finalize.swap(self.db, self.temp, cfg.collection)
         self.temp_created = False
         return docs
+
+    def _verify_checksums(self, states: list[RangeState], proj: Projection) -> None:
+        assert self.db is not None
+        pairs = [(s.rng, s.digest or Digest()) for s in states]
+        checks, src, tgt = verify.compare(self.db[self.temp], pairs, proj.layout)
+        bad = [c.range_id for c in checks if c.target is not None and not c.equal]
+        self.stats.update({"verify": {
+            "mode": "checksum", "source": src.as_doc(), "target": tgt.as_doc(),
+            "per_range": all(c.target is not None for c in checks), "differing_ranges": bad,
+        }})
+        if bad or src.count != tgt.count or src.total != tgt.total:
+            where = f"ranges {bad}" if bad else "the collection as a whole"
+            raise VerifyError(
+                f"checksum verification failed for {where}: source {src.count} docs "
+                f"digest {src.hex()}, temp {tgt.count} docs digest {tgt.hex()}; nothing was swapped"
+            )
+
+    def _skipped_doc(self, result: Result) -> dict[str, Any]:
+        """--oversize skip (issue 3): the job-document fields, also added to the JSON result.
+
+        Skipped rows were read but not written; the count check compared documents with the
+        rows actually written, so `source rows = rows + skipped_count`.
+        """
+        if self.cfg.oversize != "skip":
+            return {}
+        count = sum(n for n, _ in self.skipped.values())
+        entries = [
+            {"range": rid, **e} for rid in sorted(self.skipped) for e in self.skipped[rid][1]
+        ][:MAX_SKIPPED_ENTRIES]
+        if count:
+            self.log(f"skipped {count} document(s) over 16 MiB; see 'skipped' in the job document")
+        result.extra["skipped_count"] = count
+        return {"skipped": entries, "skipped_count": count}
 
     def _totals(self, states: list[RangeState], result: Result) -> dict[str, Any]:
         return {

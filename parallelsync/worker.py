@@ -8,8 +8,9 @@ which bounds memory.
 
 Messages to the coordinator are plain tuples (cheap to pickle):
   ("ready", wid, pid) | ("progress", wid, range_id, rows, nbytes) |
-  ("done", wid, range_id, rows, nbytes, seconds) | ("failed", wid, range_id, error) |
-  ("fatal", wid, error)
+  ("done", wid, range_id, rows, nbytes, seconds, digest) | ("failed", wid, range_id, error) |
+  ("fatal", wid, error) | ("skipped", wid, range_id, count, [{_id, size}]) (--oversize skip,
+  sent just before that range's "done")
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
-from parallelsync.errors import ParallelSyncError, SourceConnectionLost, SourceError, TargetUnavailable
-from parallelsync.source.connect import classify, clean, connect
+from parallelsync.checksum import Digest
+from parallelsync.errors import (
+    ParallelSyncError,
+)
+from parallelsync.oversize import SkippingEncoder
+from parallelsync.source.connect import classify, connect
+from parallelsync.source.copystream import copy_batches
 from parallelsync.source.snapshot import import_snapshot
 from parallelsync.target.client import connect as mongo_connect
 from parallelsync.target.sink import MongoSink, NullSink, Sink
-from parallelsync.transcode.encoder import DocumentEncoder, header_length
+from parallelsync.transcode.encoder import DocumentEncoder
 from parallelsync.transcode.model import Layout
 
 # Batches queued between the reader and the writer thread: one being written, one ready.
@@ -48,6 +53,8 @@ class WorkerSetup:
     temp_collection: str
     batch_rows: int
     batch_bytes: int
+    checksum: bool = False  # digest every document (for --verify checksum and `verify`)
+    oversize: str = "fail"  # --oversize: "skip" leaves documents over 16 MiB out (oversize.py)
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,9 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
         conn = connect(setup.source_dsn, autocommit=True)
         import_snapshot(conn, setup.snapshot)
         sink = make_sink(setup)
-        encoder = DocumentEncoder(setup.layout)
+        # --oversize skip (issue 3): same encode() interface, minus documents over 16 MiB.
+        skip = setup.oversize == "skip"
+        encoder = SkippingEncoder(setup.layout) if skip else DocumentEncoder(setup.layout)
     except ParallelSyncError as exc:
         results.put(("fatal", wid, exc))
         return
@@ -83,7 +92,8 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
                 break
             start = time.monotonic()
             try:
-                rows, nbytes = copy_range(conn, encoder, sink, setup, task, wid, results)
+                digest = Digest() if setup.checksum else None
+                rows, nbytes = copy_range(conn, encoder, sink, setup, task, wid, results, digest)
             except ParallelSyncError as exc:
                 results.put(("failed", wid, task.range_id, exc))
                 if exc.transient:
@@ -92,7 +102,12 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
             except Exception as exc:
                 results.put(("failed", wid, task.range_id, ParallelSyncError(f"internal error: {exc!r}")))
                 break
-            results.put(("done", wid, task.range_id, rows, nbytes, time.monotonic() - start))
+            elapsed = time.monotonic() - start
+            if isinstance(encoder, SkippingEncoder):  # --oversize skip (issue 3)
+                skipped, entries = encoder.take()
+                if skipped:
+                    results.put(("skipped", wid, task.range_id, skipped, entries))
+            results.put(("done", wid, task.range_id, rows, nbytes, elapsed, digest))
     finally:
         sink.close()
         conn.close()
@@ -159,91 +174,36 @@ def copy_range(
     task: RangeTask,
     wid: int,
     results: Any,
+    digest: Digest | None = None,
 ) -> tuple[int, int]:
     def report(rows: int, nbytes: int) -> None:
         results.put(("progress", wid, task.range_id, rows, nbytes))
 
     writer = _Writer(sink, task.attempt > 1, report)
-    pgconn = conn.pgconn
     total_rows = total_bytes = 0
+    batches = copy_batches(conn, task.query, setup.source_dsn, setup.batch_rows, setup.batch_bytes)
     try:
-        pgconn.send_query(task.query.encode())
-        res = pgconn.get_result()
-        if res is None or res.status != pq.ExecStatus.COPY_OUT:
-            raise _result_error(res, pgconn, setup.source_dsn)
-        buf = bytearray()
-        start = -1  # -1: the header has not been seen yet
-        messages = 0
-        while True:
-            nbytes, data = pgconn.get_copy_data(0)
-            if nbytes == -1:
-                break
-            if nbytes == -2:
-                raise SourceConnectionLost(
-                    f"reading COPY data failed: {clean(Exception(pgconn.get_error_message()), setup.source_dsn)}"
-                )
-            buf += data
-            messages += 1
-            if messages >= setup.batch_rows or len(buf) >= setup.batch_bytes:
-                if start < 0:
-                    start = header_length(buf)
-                rows = _flush(encoder, buf, start, writer)
-                total_rows += rows
-                total_bytes += len(buf) - start
-                buf, start, messages = bytearray(), 0, 0
-        if start < 0 and buf:
-            start = header_length(buf)
-        if len(buf) > max(start, 0):
-            total_rows += _flush(encoder, buf, start, writer)
+        for buf, start in batches:
+            total_rows += _flush(encoder, buf, start, writer, digest)
             total_bytes += len(buf) - start
-        # Drain the remaining results so the connection is idle for the next range.
-        while True:
-            res = pgconn.get_result()
-            if res is None:
-                break
-            if res.status != pq.ExecStatus.COMMAND_OK:
-                raise _result_error(res, pgconn, setup.source_dsn)
         writer.finish()
     except BaseException:
         writer.abandon()
-        if pgconn.status == pq.ConnStatus.OK:
-            _cancel(conn)
+        batches.close()  # cancels a COPY still streaming
         raise
     return total_rows, total_bytes
 
 
-def _flush(encoder: DocumentEncoder, buf: bytearray, start: int, writer: _Writer) -> int:
+def _flush(
+    encoder: DocumentEncoder, buf: bytearray, start: int, writer: _Writer, digest: Digest | None
+) -> int:
     batch = encoder.encode(buf, start)
     if batch.rows:
-        writer.put(batch.documents(), batch.rows, batch.end - start)
+        docs = batch.documents()
+        if digest is not None:
+            digest.add_all(docs)
+        writer.put(docs, batch.rows, batch.end - start)
     return batch.rows
 
 
-def _result_error(res: pq.abc.PGresult | None, pgconn: pq.abc.PGconn, dsn: str) -> ParallelSyncError:
-    if pgconn.status != pq.ConnStatus.OK:
-        msg = pgconn.get_error_message().decode(errors="replace")
-        return SourceConnectionLost(f"the connection to PostgreSQL was lost during COPY: {clean(Exception(msg), dsn)}")
-    msg = res.get_error_message().decode(errors="replace") if res is not None else "no result"
-    state = res.error_field(pq.DiagnosticField.SQLSTATE) if res is not None else None
-    sqlstate = state.decode() if state else ""
-    err = f"COPY failed: {clean(Exception(msg), dsn)}"
-    if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
-        return SourceConnectionLost(err)
-    return SourceError(err)
-
-
-def _cancel(conn: psycopg.Connection[Any]) -> None:
-    """Stop a COPY still streaming so the connection can be reused or closed promptly."""
-    try:
-        conn.cancel_safe(timeout=5)
-        pgconn = conn.pgconn
-        # libpq wants the COPY stream read to its end (-1) before results can be collected.
-        while pgconn.get_copy_data(0)[0] >= 0:
-            pass
-        while pgconn.get_result() is not None:
-            pass
-    except Exception:
-        pass
-
-
-__all__ = ["RangeTask", "WorkerSetup", "TargetUnavailable", "worker_main"]
+__all__ = ["RangeTask", "WorkerSetup", "worker_main"]
