@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Lint, type-check and test. Extra arguments go to pytest, e.g.
+#   bash scripts/test.sh -k snapshot -x
+# All three steps run even when one fails, so one run shows every problem; the exit status is
+# non-zero when any of them failed.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ ! -f .venv/bin/activate ]; then
+    echo "test: no .venv: run 'bash scripts/setup.sh' first" >&2
+    exit 1
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+
+failed=()
+echo "test: ruff check"
+ruff check parallelsync tests benchmarks scripts || failed+=(ruff)
+echo "test: mypy"
+mypy || failed+=(mypy)
+echo "test: pytest"
+pytest -q tests "$@" || failed+=(pytest)
+
+if [ "${#failed[@]}" -ne 0 ]; then
+    echo "test: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "test: all checks passed"
