@@ -24,7 +24,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from parallelsync import verify
+from parallelsync import resume, verify
 from parallelsync.checksum import Digest
 from parallelsync.config import CopyConfig
 from parallelsync.errors import (
@@ -48,6 +48,7 @@ from parallelsync.source.snapshot import (
     SnapshotHolder,
     check_logical,
     check_slot_name,
+    drop_slot,
     import_snapshot,
     slot_exists,
 )
@@ -78,6 +79,7 @@ class RangeState:
     not_before: float = 0.0  # back-off: do not start again before this monotonic time
     error: str | None = None
     digest: Digest | None = None  # content digest of the documents written (--verify checksum)
+    id_filter: dict[str, Any] | None = None  # selects this range in MongoDB, if BSON order allows
 
     def doc(self) -> dict[str, Any]:
         d = self.rng.describe()
@@ -87,7 +89,22 @@ class RangeState:
         )
         if self.digest is not None:
             d["checksum"] = self.digest.as_doc()
+        d["query"], d["id_filter"] = self.query, self.id_filter
         return d
+
+    @classmethod
+    def from_doc(cls, d: dict[str, Any]) -> RangeState:
+        """A range as an earlier (dead) run recorded it; values are only for display."""
+        lower = None if d.get("lower") is None else tuple(d["lower"])
+        upper = None if d.get("upper") is None else tuple(d["upper"])
+        rng = KeyRange(int(d["id"]), d.get("kind", "key"), lower, upper, int(d.get("estimated_rows", 0)))
+        st = cls(rng, str(d["query"]), attempts=int(d.get("attempts", 0)), id_filter=d.get("id_filter"))
+        if d.get("status") == "DONE":
+            st.status, st.rows, st.bytes = "DONE", int(d.get("rows", 0)), int(d.get("bytes", 0))
+            st.seconds = float(d.get("seconds", 0.0))
+            if d.get("checksum"):
+                st.digest = Digest(int(d["checksum"]["count"]), int(d["checksum"]["digest"], 16))
+        return st
 
 
 @dataclass
@@ -159,6 +176,9 @@ class CopyJob:
         # --oversize skip (issue 3): range id -> (skipped count, first entries {_id, size}).
         self.skipped: dict[int, tuple[int, list[dict[str, Any]]]] = {}
         self.checksum = False  # set by `verify`, which reads the source only to digest it
+        self.slot = cfg.slot  # the job's slot (a resume's new snapshot comes from a helper slot)
+        self.publication: str | None = None
+        self.resumed: dict[str, Any] | None = None  # the job document being resumed
 
     # ---------------------------------------------------------------- the whole job
     def run(self) -> Result:
@@ -169,17 +189,24 @@ class CopyJob:
             table, proj, pg = self._preflight()
             try:
                 self._open_target()
-                snap = self._open_snapshot()
-                result.consistent_lsn, result.slot, result.snapshot = snap.consistent_lsn, snap.slot, snap.name
-                plan = self._plan(pg, table, proj, snap)
+                if self.resumed is not None:
+                    snap, states, estimated = self._resume_setup(table, proj)
+                else:
+                    snap = self._open_snapshot(table, proj)
+                    plan = self._plan(pg, table, proj, snap)
+                    states, estimated = self._states(table, proj, plan), plan.estimated_rows
+                    self._create_stats(table, proj, plan, snap, states)
             finally:
                 pg.close()
-            result.ranges = len(plan.ranges)
-            self._create_stats(table, plan, snap)
-            states = [RangeState(r, self._copy_query(table, proj, r)) for r in plan.ranges]
-            progress = Progress(plan.estimated_rows, cfg.progress_seconds)
+            result.job_id = self.job_id
+            result.consistent_lsn, result.slot, result.snapshot = snap.consistent_lsn, self.slot, snap.name
+            result.ranges = len(states)
+            progress = Progress(estimated, cfg.progress_seconds)
+            progress.add(sum(s.rows for s in states), sum(s.bytes for s in states))
             self._run_workers(proj, snap, states, progress)
             progress.done()
+            if self.resumed is not None:
+                self._resume_catch_up(table, proj, snap)
             result.rows = sum(s.rows for s in states)
             result.bytes = sum(s.bytes for s in states)
             result.docs = self._finalize(result.rows, states, proj)
@@ -191,6 +218,8 @@ class CopyJob:
             )
             if self.holder is not None:
                 self.holder.close()  # keep the slot: change capture resumes from it
+            if self.resumed is not None and self.slot and snap.consistent_lsn:
+                self._advance_slot(snap.consistent_lsn)
             return result
         except (ParallelSyncError, KeyboardInterrupt) as exc:
             err = exc if isinstance(exc, ParallelSyncError) else Aborted("stopped by a second interrupt")
@@ -221,7 +250,7 @@ class CopyJob:
                 self._check_where(pg, table)
             if cfg.slot:
                 check_logical(pg)
-                if slot_exists(pg, cfg.slot):
+                if not cfg.resume and slot_exists(pg, cfg.slot):
                     raise SourceError(
                         f"replication slot {cfg.slot!r} already exists: another job or consumer uses "
                         "it; choose another --slot, or drop the abandoned one with "
@@ -245,9 +274,13 @@ class CopyJob:
             return
         self.client = mongo_connect(cfg.target)
         self.db = self.client[cfg.db]
+        if cfg.resume:
+            job = resume.find_job(self.db[cfg.stats_collection], cfg.resume, cfg.db, cfg.collection)
+            self.resumed, self.job_id = job, str(job["_id"])
+            self.temp = str(job["target"]["temp"])
         self.lease = Lease(self.db[LOCK_COLLECTION], f"{cfg.db}.{cfg.collection}", self.job_id)
         try:
-            self.lease.acquire()
+            self.lease.acquire(resume=self.resumed is not None)
         except PyMongoError as exc:
             raise TargetError(f"cannot take the target lease: {exc}") from None
         self.lease.start_heartbeat()
@@ -263,9 +296,88 @@ class CopyJob:
                 finalize.drop_quietly(self.db, name)
                 self.log(f"removed stale temp collection {name} left by an earlier run")
 
-    def _open_snapshot(self) -> Snapshot:
+    def _open_snapshot(self, table: TableInfo, proj: Projection) -> Snapshot:
+        if self.cfg.slot and proj.key and proj.key == table.primary_key:
+            # Publish the table under the slot's name before the slot exists, so the slot can
+            # tell a later resume which rows changed (tables without a primary key are not
+            # published: a publication would make their UPDATEs fail for lack of replica identity).
+            if resume.ensure_publication(self.cfg.source, table, self.cfg.slot):
+                self.publication = self.cfg.slot
         self.holder = SnapshotHolder(self.cfg.source, self.cfg.slot)
         return self.holder.open()
+
+    def _states(self, table: TableInfo, proj: Projection, plan: Plan) -> list[RangeState]:
+        return [
+            RangeState(r, self._copy_query(table, proj, r), id_filter=verify.mongo_filter(r, proj.layout))
+            for r in plan.ranges
+        ]
+
+    def _resume_setup(
+        self, table: TableInfo, proj: Projection
+    ) -> tuple[Snapshot, list[RangeState], int]:
+        job, cfg = self.resumed, self.cfg
+        assert job is not None and self.db is not None
+        if job.get("fingerprint") != resume.fingerprint(table, proj, cfg):
+            raise UsageError(
+                f"job {self.job_id} copied a different table, filter, key or mapping: resume it with "
+                "the same options it was started with"
+            )
+        if self.temp not in self.db.list_collection_names(filter={"name": self.temp}):
+            raise UsageError(f"job {self.job_id}'s temp collection {self.temp} is gone: start a new copy")
+        old = job.get("snapshot") or {}
+        self.slot, self.publication = old.get("slot"), job.get("publication")
+        states = [RangeState.from_doc(d) for d in job.get("ranges", [])]
+        self.temp_created = True  # it exists: a failure of this run must drop it too
+        temp = self.db[self.temp]
+        exact = bool(self.slot and self.publication)
+        for st in states:
+            if st.status != "DONE":
+                # The job document lags the workers by a few seconds: any unfinished range may
+                # have written documents already, so every attempt from here tolerates duplicates.
+                st.status, st.rows, st.bytes = "PENDING", 0, 0
+                st.attempts = max(st.attempts, 1)
+                if not exact:
+                    resume.clear_range(temp, st.id_filter)
+        if exact:
+            helper = f"{self.slot}_r{secrets.token_hex(3)}"[:63]
+            self.holder = SnapshotHolder(cfg.source, helper, temporary=True)
+        else:
+            self.holder = SnapshotHolder(cfg.source, None)
+        snap = self.holder.open()
+        done = sum(1 for s in states if s.status == "DONE")
+        self.log(
+            f"resuming job {self.job_id}: {done} of {len(states)} ranges already copied; "
+            + ("changes since the first snapshot will be applied from the slot" if exact
+               else "no slot: finished ranges keep the first snapshot (per-range consistency)")
+        )
+        self.stats = JobStats(self.db[cfg.stats_collection], self.job_id)
+        self.stats.update({
+            "resumes": int(job.get("resumes", 0)) + 1, "resumed_at": dt.datetime.now(dt.UTC),
+            "consistency": "snapshot" if exact else "per-range",
+            "snapshot_resumed": {"name": snap.name, "consistent_lsn": snap.consistent_lsn},
+        })
+        estimated = int((job.get("plan") or {}).get("estimated_rows", 0))
+        return snap, states, estimated
+
+    def _resume_catch_up(self, table: TableInfo, proj: Projection, snap: Snapshot) -> None:
+        """Bring finished ranges from the first snapshot to the new one, using the slot."""
+        job = self.resumed
+        assert job is not None and self.db is not None
+        if not (self.slot and self.publication and snap.consistent_lsn):
+            return
+        with connect(self.cfg.source, autocommit=True) as conn:
+            changes = resume.changed_keys(conn, self.slot, snap.consistent_lsn, self.publication, proj.key)
+            import_snapshot(conn, snap.name)
+            n = resume.apply_changes(conn, table, proj, self.cfg, changes, self.db[self.temp])
+            conn.execute("ROLLBACK")
+        self.log(f"applied {n} rows changed between the first snapshot and the resume")
+        self.stats.update({"snapshot.consistent_lsn": snap.consistent_lsn, "resume_changed_rows": n})
+
+    def _advance_slot(self, lsn: str) -> None:
+        """The target now reflects `lsn`: change capture must start there, not at the old point."""
+        assert self.slot is not None
+        with connect(self.cfg.source, autocommit=True) as conn:
+            conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn))
 
     def _plan(
         self, pg: psycopg.Connection[Any], table: TableInfo, proj: Projection, snap: Snapshot
@@ -290,7 +402,9 @@ class CopyJob:
         )
         return q.as_string(None)
 
-    def _create_stats(self, table: TableInfo, plan: Plan, snap: Snapshot) -> None:
+    def _create_stats(
+        self, table: TableInfo, proj: Projection, plan: Plan, snap: Snapshot, states: list[RangeState]
+    ) -> None:
         cfg = self.cfg
         self.stats.create(
             {
@@ -305,7 +419,9 @@ class CopyJob:
                 "workers": cfg.workers,
                 "snapshot": {"name": snap.name, "consistent_lsn": snap.consistent_lsn, "slot": snap.slot},
                 "plan": {"method": plan.method, "estimated_rows": plan.estimated_rows},
-                "ranges": [r.describe() | {"status": "PENDING", "attempts": 0} for r in plan.ranges],
+                "ranges": [s.doc() for s in states],
+                "fingerprint": resume.fingerprint(table, proj, cfg),
+                "publication": self.publication,
                 "totals": {"rows": 0, "docs": 0, "bytes": 0},
                 "progress": 0.0,
             }
@@ -496,8 +612,8 @@ class CopyJob:
 
     def _verify_checksums(self, states: list[RangeState], proj: Projection) -> None:
         assert self.db is not None
-        pairs = [(s.rng, s.digest or Digest()) for s in states]
-        checks, src, tgt = verify.compare(self.db[self.temp], pairs, proj.layout)
+        triples = [(s.rng.id, s.id_filter, s.digest or Digest()) for s in states]
+        checks, src, tgt = verify.compare(self.db[self.temp], triples)
         bad = [c.range_id for c in checks if c.target is not None and not c.equal]
         self.stats.update({"verify": {
             "mode": "checksum", "source": src.as_doc(), "target": tgt.as_doc(),
@@ -546,4 +662,9 @@ class CopyJob:
             finalize.drop_quietly(self.db, self.temp)
         if self.holder is not None:
             self.holder.drop_slot()
+        if self.resumed is not None and self.slot:
+            # The resumed job's own slot is as useless as its temp collection now.
+            drop_slot(self.cfg.source, self.slot)
+        if self.publication:
+            resume.drop_publication(self.cfg.source, self.publication)
         self.stats.finish(status, {"error": error, "elapsed": round(time.monotonic() - self.started, 3)})

@@ -97,19 +97,20 @@ class RangeCheck:
 
 
 def compare(
-    coll: Collection[Any], ranges: list[tuple[KeyRange, Digest]], layout: Layout
+    coll: Collection[Any], ranges: list[tuple[int, dict[str, Any] | None, Digest]]
 ) -> tuple[list[RangeCheck], Digest, Digest]:
-    """Per-range checks where possible, and whole-collection totals always."""
+    """Per-range checks where every range has an `_id` filter, whole-collection totals always.
+
+    `ranges` holds (range id, `_id` filter from `mongo_filter` or None, source digest)."""
     checks: list[RangeCheck] = []
     src_total, tgt_total = Digest(), Digest()
-    per_range = all(mongo_filter(r, layout) is not None for r, _ in ranges)
-    for rng, src in ranges:
+    per_range = all(f is not None for _, f, _ in ranges)
+    for rid, filt, src in ranges:
         src_total.merge(src)
-        filt = mongo_filter(rng, layout) if per_range else None
-        tgt = target_digest(coll, filt) if filt is not None else None
+        tgt = target_digest(coll, filt) if per_range and filt is not None else None
         if tgt is not None:
             tgt_total.merge(tgt)
-        checks.append(RangeCheck(rng.id, src, tgt, filt))
+        checks.append(RangeCheck(rid, src, tgt, filt if per_range else None))
     if not per_range:
         tgt_total = target_digest(coll, {})
     return checks, src_total, tgt_total

@@ -73,11 +73,11 @@ def run_verify(cfg: CopyConfig) -> dict[str, Any]:
         try:
             table, proj, pg = job._preflight()
             try:
-                snap = job._open_snapshot()
+                snap = job._open_snapshot(table, proj)
                 plan = job._plan(pg, table, proj, snap)
             finally:
                 pg.close()
-            states = [RangeState(r, job._copy_query(table, proj, r)) for r in plan.ranges]
+            states = job._states(table, proj, plan)
             progress = Progress(plan.estimated_rows, cfg.progress_seconds)
             job._run_workers(proj, snap, states, progress)
             progress.done()
@@ -86,8 +86,8 @@ def run_verify(cfg: CopyConfig) -> dict[str, Any]:
             if job.holder is not None:
                 job.holder.close()
             job.abort.restore()
-        pairs = [(s.rng, s.digest or Digest()) for s in states]
-        checks, src, tgt = verify.compare(coll, pairs, proj.layout)
+        triples = [(s.rng.id, s.id_filter, s.digest or Digest()) for s in states]
+        checks, src, tgt = verify.compare(coll, triples)
         per_range = all(c.target is not None for c in checks)
         differing = [c for c in checks if c.target is not None and not c.equal]
         equal = src.count == tgt.count and src.total == tgt.total and not differing

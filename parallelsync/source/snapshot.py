@@ -52,9 +52,10 @@ def slot_exists(conn: psycopg.Connection[Any], slot: str) -> bool:
 
 
 class SnapshotHolder:
-    def __init__(self, dsn: str, slot: str | None) -> None:
+    def __init__(self, dsn: str, slot: str | None, *, temporary: bool = False) -> None:
         self._dsn = dsn
         self._slot = slot
+        self._temporary = temporary  # a resume's helper slot: gone when the connection closes
         self._conn: psycopg.Connection[Any] | None = None
         self.snapshot: Snapshot | None = None
 
@@ -70,8 +71,8 @@ class SnapshotHolder:
         conn = connect(self._dsn, autocommit=True, replication="database")
         try:
             cur = conn.execute(
-                sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')").format(
-                    sql.Identifier(self._slot)
+                sql.SQL("CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput (SNAPSHOT 'export')").format(
+                    sql.Identifier(self._slot), sql.SQL("TEMPORARY " if self._temporary else "")
                 )
             )
             row = cur.fetchone()
@@ -103,15 +104,19 @@ class SnapshotHolder:
         self.close()
         if self._slot is None or self.snapshot is None:
             return
-        try:
-            with connect(self._dsn, autocommit=True) as conn:
-                conn.execute(
-                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                    "WHERE slot_name = %s AND NOT active",
-                    (self._slot,),
-                )
-        except (psycopg.Error, SourceError):
-            pass
+        drop_slot(self._dsn, self._slot)
+
+
+def drop_slot(dsn: str, slot: str) -> None:
+    try:
+        with connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND NOT active",
+                (slot,),
+            )
+    except (psycopg.Error, SourceError):
+        pass
 
 
 def import_snapshot(conn: psycopg.Connection[Any], name: str) -> None:

@@ -24,6 +24,23 @@ from parallelsync.errors import LockedError
 LEASE_SECONDS = 60.0
 
 
+def pid_alive(pid: int) -> bool:
+    """True when the process exists and is not a zombie (a killed child not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def owner_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -38,8 +55,10 @@ class Lease:
         self._thread: threading.Thread | None = None
         self.lost = False
 
-    def acquire(self, seconds: float = LEASE_SECONDS) -> int:
+    def acquire(self, seconds: float = LEASE_SECONDS, *, resume: bool = False) -> int:
         now = dt.datetime.now(dt.UTC)
+        if resume:
+            self._check_owner_dead(now)
         try:
             doc = self._coll.find_one_and_update(
                 {
@@ -68,6 +87,26 @@ class Lease:
             ) from None
         self.token = int(doc["token"])
         return self.token
+
+    def _check_owner_dead(self, now: dt.datetime) -> None:
+        """A resumed job reuses its job id, which the lease filter admits: make sure the job's
+        original coordinator is really gone before taking its lease back."""
+        held = self._coll.find_one({"_id": self.namespace})
+        if not held or held.get("job_id") != self.job_id:
+            return
+        expires = held.get("expires_at")
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.UTC)
+        if expires is None or expires < now:
+            return
+        host, _, pid = str(held.get("owner", "")).rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+            return
+        where = "on this host" if host == socket.gethostname() else f"on {host}"
+        raise LockedError(
+            f"job {self.job_id} still holds the target lease {where} (owner {held.get('owner')}, "
+            f"until {expires:%Y-%m-%d %H:%M:%S} UTC): it may still be running; resume after that"
+        )
 
     def start_heartbeat(self, seconds: float = LEASE_SECONDS) -> None:
         def beat() -> None:
