@@ -162,8 +162,10 @@ def apply_changes(
     cfg: CopyConfig,
     changes: KeyChanges,
     temp: Collection[Any],
-) -> int:
-    """Bring the temp collection's changed rows to the snapshot `conn` is in. Returns rows changed."""
+) -> tuple[int, int]:
+    """Bring the temp collection's changed rows to the snapshot `conn` is in.
+
+    Returns (rows changed, net change in the document count)."""
     if changes.truncated:
         raise SourceError(
             f"{table.display} was truncated after the first snapshot: resume cannot reconcile "
@@ -177,6 +179,7 @@ def apply_changes(
         sql.SQL("u.{}::{}").format(sql.Identifier(f"c{i}"), sql.SQL(table.column(k).type_sql))  # type: ignore[arg-type]
         for i, k in enumerate(key)
     )
+    delta = 0
     for chunk in _chunks(sorted(changes.keys, key=lambda t: tuple("" if v is None else v for v in t))):
         ids_q = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT BINARY)").format(
             proj.select_list, _key_rows(table, key, chunk)
@@ -187,12 +190,20 @@ def apply_changes(
         ).format(proj.select_list, table.ident, lhs, typed, _unnest(table, key, chunk), where)
         docs = _documents(conn, rows_q.as_string(None), encoder, cfg.source)
         try:
-            temp.delete_many({"_id": {"$in": ids}})
+            delta -= temp.delete_many({"_id": {"$in": ids}}).deleted_count
+            delta += len(docs)
             if docs:
                 temp.insert_many([RawBSONDocument(d) for d in docs], ordered=False)
         except PyMongoError as exc:
             raise TargetError(f"applying changed rows to {temp.name} failed: {exc}") from None
-    return len(changes.keys)
+    return len(changes.keys), delta
+
+
+def count_rows(conn: psycopg.Connection[Any], table: TableInfo, where: str | None) -> int:
+    """The one full count a resume with catch-up needs (under the new snapshot)."""
+    cond = sql.SQL("") if not where else sql.SQL(" WHERE ({})").format(sql.SQL(where))  # type: ignore[arg-type]
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(table.ident, cond)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def clear_range(temp: Collection[Any], id_filter: dict[str, Any] | None) -> bool:

@@ -52,7 +52,8 @@ VARLEN_CODECS = frozenset(
         "macaddr",  # 6 bytes -> "08:00:2b:01:02:03"
         "macaddr8",  # 8 bytes -> "08:00:2b:01:02:03:04:05"
         "array",  # any dimension; `elem` is the element codec; N-D -> nested arrays; NULL -> null
-        "range",  # `elem` is the subtype codec -> {lower, upper, bounds: "[)"}; empty -> {empty: true}
+        # `elem` is the subtype codec -> {lower, upper, bounds: "[)"}; empty -> {empty: true}
+        "range",
         "composite",  # `fields` / `field_names` -> embedded document
     }
 )
@@ -103,7 +104,8 @@ Node = FieldNode | DocNode
 @dataclass(frozen=True)
 class EncodeOptions:
     nulls: NullPolicy = "null"  # NULL -> BSON null, or leave the field out
-    infinity: InfinityPolicy = "clamp"  # ±infinity dates: clamp to int64 min/max ms, null, "infinity"/"-infinity", error
+    # ±infinity dates: clamp to int64 min/max ms, null, "infinity"/"-infinity", error
+    infinity: InfinityPolicy = "clamp"
     numeric_fallback: NumericFallback = "string"  # numeric with > 34 significant digits
     json_keys: JsonKeyPolicy = "keep"  # json object keys with "$" prefix or "." inside
     max_document_size: int = MAX_BSON_SIZE

@@ -1,0 +1,131 @@
+"""`copy --resume` after the coordinator was killed: finished ranges are kept, the rest is copied
+under a new snapshot and (with a slot) the changes in between are applied, so the target equals
+the source as of the resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from pymongo.database import Database
+
+from tests.integration.cli_helpers import copy_args, run_cli
+from tests.integration.test_copy import assert_collection_equals_table, no_temp_collections
+
+ROWS = 12_000
+
+
+def start_copy(pg_dsn: str, mongo_uri: str, db: str, *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "parallelsync",
+         *copy_args(pg_dsn, "acc", mongo_uri, db, "--workers", "2", "--batch-rows", "50", *extra)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,  # its own process group: SIGKILL reaches the workers too
+    )
+
+
+def kill_when_copying(proc: subprocess.Popen[str], mongo_db: Database[Any], min_rows: int) -> dict[str, Any]:
+    """SIGKILL the whole job once the job document shows at least `min_rows` copied."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = mongo_db.parallelsync_jobs.find_one({}, sort=[("started_at", -1)])
+        if job and job.get("totals", {}).get("rows", 0) >= min_rows:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return job
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("the copy never got going")
+
+
+def make_table(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE acc (id int4 PRIMARY KEY, bal int4 NOT NULL, note text)")
+    conn.execute(f"INSERT INTO acc SELECT g, 100, 'n' || g FROM generate_series(1, {ROWS}) g")
+    conn.execute("ANALYZE acc")
+
+
+def change_everywhere(conn: psycopg.Connection[Any]) -> None:
+    """Changes in every part of the key space: finished ranges and unfinished ones alike."""
+    conn.execute("UPDATE acc SET bal = bal + 1 WHERE id % 97 = 0")
+    conn.execute("DELETE FROM acc WHERE id % 101 = 0")
+    conn.execute(f"INSERT INTO acc SELECT g, 7, 'late' FROM generate_series({ROWS + 1}, {ROWS + 40}) g")
+    conn.execute("UPDATE acc SET id = id + 1000000 WHERE id IN (5, 6005)")  # key changes too
+
+
+def test_resume_with_slot_gives_the_table_as_of_the_resume(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    make_table(pg_conn)
+    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name, "--slot", "resume_slot")
+    killed = kill_when_copying(proc, mongo_db, 1500)
+    assert killed["status"] == "RUNNING"
+    assert [n for n in mongo_db.list_collection_names() if "__psync_tmp_" in n]
+    change_everywhere(pg_conn)
+
+    run = run_cli(*copy_args(pg_dsn, "acc", mongo_uri, mongo_db.name, "--workers", "2",
+                             "--slot", "resume_slot", "--resume", "last", "--json"))
+    assert run.rc == 0, run.stderr
+    out = run.json
+    assert out["status"] == "FINISHED" and out["job_id"] == killed["_id"]
+    assert f"resuming job {killed['_id']}" in run.stderr
+    expected = ROWS - ROWS // 101 + 40
+    assert assert_collection_equals_table(pg_conn, mongo_db, "acc", "acc") == expected
+    assert mongo_db.acc.find_one({"_id": 1000005}) is not None and mongo_db.acc.find_one({"_id": 5}) is None
+    job = mongo_db.parallelsync_jobs.find_one({"_id": killed["_id"]})
+    assert job is not None
+    assert job["status"] == "FINISHED" and job["resumes"] == 1 and job["consistency"] == "snapshot"
+    assert job["resume_changed_rows"] > 0
+    slot = pg_conn.execute(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'resume_slot'"
+    ).fetchone()
+    assert slot is not None and slot[0] == out["consistent_lsn"] == job["snapshot"]["consistent_lsn"]
+    assert no_temp_collections(mongo_db)
+
+
+def test_resume_without_slot_finishes_with_per_range_consistency(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    make_table(pg_conn)
+    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name)
+    killed = kill_when_copying(proc, mongo_db, 1500)
+    run = run_cli(*copy_args(pg_dsn, "acc", mongo_uri, mongo_db.name, "--workers", "2",
+                             "--resume", killed["_id"], "--json"))
+    assert run.rc == 0, run.stderr
+    assert run.json["rows"] == ROWS
+    # nothing changed in between, so even per-range consistency gives exactly the table
+    assert assert_collection_equals_table(pg_conn, mongo_db, "acc", "acc") == ROWS
+    job = mongo_db.parallelsync_jobs.find_one({"_id": killed["_id"]})
+    assert job is not None and job["consistency"] == "per-range" and job["status"] == "FINISHED"
+    assert no_temp_collections(mongo_db)
+    again = run_cli(*copy_args(pg_dsn, "acc", mongo_uri, mongo_db.name, "--resume", killed["_id"]))
+    assert again.rc == 2
+    assert "already finished" in again.stderr
+
+
+def test_resume_refuses_while_the_job_is_alive(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    make_table(pg_conn)
+    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name)
+    try:
+        deadline = time.monotonic() + 120
+        job = None
+        while time.monotonic() < deadline and job is None:
+            job = mongo_db.parallelsync_jobs.find_one({"status": "RUNNING"})
+            time.sleep(0.2)
+        assert job is not None
+        run = run_cli(*copy_args(pg_dsn, "acc", mongo_uri, mongo_db.name, "--resume", "last"))
+        assert run.rc == 5, run.stderr
+        assert f"job {job['_id']} still holds the target lease" in run.stderr
+    finally:
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert mongo_db.acc.count_documents({}) == ROWS
