@@ -80,4 +80,8 @@ fi
 
 log "installing parallelsync in editable mode with test and bench extras"
 .venv/bin/python -m pip install -q -e '.[test,bench]' </dev/null
+# Compile the numba kernels once into numba's on-disk cache (~40 s of CPU when cold, about a
+# second to load afterwards), so the first copy and every worker process start fast.
+log "compiling the transcoder's numba kernels (cached; quick when already done)"
+.venv/bin/python -m parallelsync.transcode.warmup </dev/null
 log "done: run 'bash scripts/test.sh' (or '. .venv/bin/activate && pytest -q tests')"
