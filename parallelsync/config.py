@@ -2,7 +2,8 @@
 
 Every option has an environment variable `PARALLELSYNC_<NAME>` and a key in the TOML config file
 (`--config FILE`, top-level keys or a `[copy]` table). `SLOTNAME` is also read for `--slot`, as the
-old script did.
+old script did. The file may also hold a `[mapping]` table (columns -> document fields; file only,
+see mapping_config.py and docs/mapping.md).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ COPY_OPTIONS: tuple[Option, ...] = (
     Option("verify", str, "count", "before the swap: per-range row counts, or counts and content checksums", choices=("count", "checksum")),
     Option("resume", str, None, "continue a copy whose coordinator died: a job id, or 'last'"),
     Option("progress_seconds", float, 5.0, "seconds between progress lines when stderr is not a terminal"),
-    Option("max_attempts", int, 3, "attempts per range on transient errors (lost connection, dead worker) before the job fails"),
+    Option("max_attempts", int, 3,
+           "attempts per range on transient errors (lost connection, dead worker) before failing"),
     Option("oversize", str, "fail", "documents over 16 MiB: fail the run, or skip them (recorded in the job document)", choices=("fail", "skip")),
 )
 

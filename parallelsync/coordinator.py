@@ -6,8 +6,10 @@ collection named after the target and the job id, which is dropped on any failur
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import multiprocessing as mp
+import multiprocessing.connection
 import queue
 import random
 import secrets
@@ -156,6 +158,41 @@ class _AbortFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+
+
+class _Inbox:
+    """The workers' messages, through one queue per worker.
+
+    A `multiprocessing.Queue` guards its pipe with one lock shared by every writer: a worker
+    SIGKILLed in the middle of a put would hold it forever and silence all the other workers (the
+    coordinator would wait for ever). With a queue per worker, a killed worker only breaks its own.
+    Same interface as the queue it replaces: `get(timeout)` / `get_nowait()`, raising queue.Empty.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+        self._queues: dict[int, Any] = {}
+        self._buffer: list[tuple[Any, ...]] = []
+
+    def new(self, wid: int) -> Any:
+        q = self._ctx.Queue()
+        self._queues[wid] = q
+        return q
+
+    def get_nowait(self) -> tuple[Any, ...]:
+        if not self._buffer:
+            for q in list(self._queues.values()):
+                with contextlib.suppress(queue.Empty):
+                    self._buffer.append(q.get_nowait())
+        if not self._buffer:
+            raise queue.Empty
+        return self._buffer.pop(0)
+
+    def get(self, timeout: float) -> tuple[Any, ...]:
+        if not self._buffer:
+            readers = [q._reader for q in self._queues.values()]
+            multiprocessing.connection.wait(readers, timeout)
+        return self.get_nowait()
 
 
 class CopyJob:
@@ -453,7 +490,7 @@ class CopyJob:
             batch_rows=cfg.batch_rows, batch_bytes=cfg.batch_bytes, oversize=cfg.oversize,
             checksum=self.checksum or cfg.verify == "checksum",
         )
-        results: Any = ctx.Queue()
+        results = _Inbox(ctx)
         inboxes: dict[int, Any] = {}
         assigned: dict[int, int | None] = {}
         ready: set[int] = set()
@@ -463,7 +500,7 @@ class CopyJob:
             nonlocal next_wid
             wid, next_wid = next_wid, next_wid + 1
             inbox = ctx.Queue()
-            proc = ctx.Process(target=worker_main, args=(wid, setup, inbox, results), name=f"parallelsync-worker-{wid}", daemon=True)
+            proc = ctx.Process(target=worker_main, args=(wid, setup, inbox, results.new(wid)), name=f"parallelsync-worker-{wid}", daemon=True)
             proc.start()
             self.procs[wid], inboxes[wid], assigned[wid] = proc, inbox, None
 

@@ -6,7 +6,8 @@ import re
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-_URI_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*)(?::[^@/]*)?@", re.I)
+# The password runs to the LAST '@' of the authority: an unescaped '@' in it must not leave a tail.
+_URI_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*)(?::[^/?#]*)?@", re.I)
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
 

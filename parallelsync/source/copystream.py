@@ -41,7 +41,7 @@ def copy_batches(
             if nbytes == -1:
                 break
             if nbytes == -2:
-                msg = pgconn.get_error_message().decode(errors="replace")
+                msg = _text(pgconn.get_error_message())
                 raise SourceConnectionLost(f"reading COPY data failed: {clean(Exception(msg), dsn)}")
             buf += data
             messages += 1
@@ -69,17 +69,22 @@ def copy_batches(
 
 def result_error(res: pq.abc.PGresult | None, pgconn: pq.abc.PGconn, dsn: str) -> ParallelSyncError:
     if pgconn.status != pq.ConnStatus.OK:
-        msg = pgconn.get_error_message().decode(errors="replace")
+        msg = _text(pgconn.get_error_message())
         return SourceConnectionLost(
             f"the connection to PostgreSQL was lost during COPY: {clean(Exception(msg), dsn)}"
         )
-    msg = res.get_error_message().decode(errors="replace") if res is not None else "no result"
+    msg = _text(res.get_error_message()) if res is not None else "no result"
     state = res.error_field(pq.DiagnosticField.SQLSTATE) if res is not None else None
     sqlstate = state.decode() if state else ""
     err = f"COPY failed: {clean(Exception(msg), dsn)}"
     if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
         return SourceConnectionLost(err)
     return SourceError(err)
+
+
+def _text(msg: str | bytes) -> str:
+    # psycopg >= 3.2 returns str from get_error_message(); older versions returned bytes.
+    return msg.decode(errors="replace") if isinstance(msg, bytes) else msg
 
 
 def cancel(conn: psycopg.Connection[Any]) -> None:
