@@ -21,7 +21,7 @@ from parallelsync.errors import EXIT_FAILED, EXIT_USAGE, ParallelSyncError, Usag
 class _Parser(argparse.ArgumentParser):
     """argparse exits with 2 on bad usage; keep that, but with our message style."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -30,22 +30,36 @@ def _add_options(p: argparse.ArgumentParser, options: Sequence[Option]) -> None:
         flag = "--" + opt.name.replace("_", "-")
         env = ", ".join([f"PARALLELSYNC_{opt.name.upper()}", *opt.env])
         default = "" if opt.default is None else f"; default {opt.default}"
-        p.add_argument(flag, dest=opt.name, default=None, metavar=opt.name.upper(),
-                       help=f"{opt.help} (env {env}{default})")
+        p.add_argument(
+            flag,
+            dest=opt.name,
+            default=None,
+            metavar=opt.name.upper(),
+            help=f"{opt.help} (env {env}{default})",
+        )
     p.add_argument("--config", help="TOML file with any of these options (env PARALLELSYNC_CONFIG)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object with the result on stdout"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="parallelsync", description="Parallel, consistent PostgreSQL -> MongoDB full sync.")
+    parser = _Parser(
+        prog="parallelsync", description="Parallel, consistent PostgreSQL -> MongoDB full sync."
+    )
     parser.add_argument("--version", action="version", version=f"parallelsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    copy = sub.add_parser("copy", help="copy a table into a collection (one snapshot, N workers, atomic swap)")
+    copy = sub.add_parser(
+        "copy", help="copy a table into a collection (one snapshot, N workers, atomic swap)"
+    )
     _add_options(copy, COPY_OPTIONS)
     plan = sub.add_parser("plan", help="show the key ranges a copy would use, with estimated rows")
     _add_options(plan, COPY_OPTIONS)
-    verify = sub.add_parser("verify", help="compare a target collection with the source now (counts and checksums per range)")
+    verify = sub.add_parser(
+        "verify",
+        help="compare a target collection with the source now (counts and checksums per range)",
+    )
     _add_options(verify, COPY_OPTIONS)
     return parser
 
@@ -88,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        print(f"parallelsync: internal error: {exc!r} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"parallelsync: internal error: {exc!r} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

@@ -30,7 +30,7 @@ def run_copy(cfg: CopyConfig, *, as_json: bool) -> int:
     return result.exit_code if result.status != "FINISHED" else EXIT_OK
 
 
-def print_summary(r: "Result") -> None:
+def print_summary(r: Result) -> None:
     rate = r.rows / r.seconds if r.seconds > 0 else 0.0
     rows = [
         ("job", r.job_id),
@@ -67,13 +67,17 @@ def run_verify(cfg: CopyConfig, *, as_json: bool) -> int:
         for r in report["ranges"]:
             if r["equal"] is False:
                 b = r["bounds"]
-                print(f"  range {r['range']} [{b['lower']} .. {b['upper']}): source "
-                      f"{r['source']['count']} docs, target {r['target']['count']} docs")
+                print(
+                    f"  range {r['range']} [{b['lower']} .. {b['upper']}): source "
+                    f"{r['source']['count']} docs, target {r['target']['count']} docs"
+                )
         for smp in report.get("samples", []):
-            print(f"  range {smp['range']}: {smp['missing_in_target']} missing, "
-                  f"{smp['extra_in_target']} extra, {smp['different']} different; sample keys: "
-                  f"missing {smp['sample_missing']}, extra {smp['sample_extra']}, "
-                  f"different {smp['sample_different']}")
+            print(
+                f"  range {smp['range']}: {smp['missing_in_target']} missing, "
+                f"{smp['extra_in_target']} extra, {smp['different']} different; sample keys: "
+                f"missing {smp['sample_missing']}, extra {smp['sample_extra']}, "
+                f"different {smp['sample_different']}"
+            )
     return EXIT_OK if report["status"] == "EQUAL" else EXIT_VERIFY
 
 
@@ -93,7 +97,10 @@ def run_plan(cfg: CopyConfig, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(out, default=str), flush=True)
         return EXIT_OK
-    print(f"table {table.display}, key ({', '.join(plan.key) or 'ctid'}), {plan.method}, ~{plan.estimated_rows:,} rows")
+    print(
+        f"table {table.display}, key ({', '.join(plan.key) or 'ctid'}), {plan.method}, "
+        f"~{plan.estimated_rows:,} rows"
+    )
     print(f"{'range':>5}  {'estimated rows':>14}  lower (inclusive) .. upper (exclusive)")
     for d in ranges:
         lo = "-inf" if d["lower"] is None else ", ".join(map(str, d["lower"]))

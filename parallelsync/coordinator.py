@@ -301,7 +301,8 @@ class CopyJob:
         return table, proj, pg
 
     def _check_where(self, pg: psycopg.Connection[Any], table: TableInfo) -> None:
-        q = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE ({})").format(table.ident, sql.SQL(self.cfg.where))  # type: ignore[arg-type]
+        where = self.cfg.where or "true"
+        q = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE ({})").format(table.ident, sql.SQL(where))
         try:
             pg.execute(q)
         except psycopg.Error as exc:
@@ -441,7 +442,7 @@ class CopyJob:
     def _copy_query(self, table: TableInfo, proj: Projection, rng: KeyRange) -> str:
         cond = rng.predicate(proj.key)
         if self.cfg.where:
-            cond = sql.SQL("({}) AND ({})").format(cond, sql.SQL(self.cfg.where))  # type: ignore[arg-type]
+            cond = sql.SQL("({}) AND ({})").format(cond, sql.SQL(self.cfg.where))
         q = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT BINARY)").format(
             proj.select_list, table.ident, cond
         )

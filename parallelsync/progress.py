@@ -43,7 +43,11 @@ class Progress:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = self.rows / elapsed
-        parts = [f"{human(self.rows)} rows", f"{human(rate)} rows/s", f"{self.bytes / elapsed / 1e6:.1f} MB/s"]
+        parts = [
+            f"{human(self.rows)} rows",
+            f"{human(rate)} rows/s",
+            f"{self.bytes / elapsed / 1e6:.1f} MB/s",
+        ]
         if self.estimated > 0:
             parts.insert(1, f"~{self.fraction() * 100:.0f}% of ~{human(self.estimated)}")
             if rate > 0 and self.rows < self.estimated:

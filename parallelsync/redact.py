@@ -13,8 +13,15 @@ _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
 def redact_uri(uri: str) -> str:
     """`scheme://user:secret@host` -> `scheme://user:***@host`; query-string passwords too."""
-    out = _URI_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m.group(0).count(":") > 1 else m.group(0), uri)
-    out = re.sub(r"([?&](?:password|sslpassword|tlsCertificateKeyFilePassword)=)[^&]*", r"\1***", out, flags=re.I)
+    out = _URI_USERINFO.sub(
+        lambda m: f"{m['scheme']}{m['user']}:***@" if m.group(0).count(":") > 1 else m.group(0), uri
+    )
+    out = re.sub(
+        r"([?&](?:password|sslpassword|tlsCertificateKeyFilePassword)=)[^&]*",
+        r"\1***",
+        out,
+        flags=re.I,
+    )
     return out
 
 

@@ -73,7 +73,7 @@ def find_job(stats: Collection[Any], spec: str, db: str, collection: str) -> dic
         )
     if status != RUNNING:
         raise UsageError(f"job {job['_id']} has status {status!r} and cannot be resumed")
-    return job
+    return dict(job)
 
 
 def ensure_publication(dsn: str, table: TableInfo, name: str) -> bool:
@@ -86,7 +86,9 @@ def ensure_publication(dsn: str, table: TableInfo, name: str) -> bool:
             return True
         try:
             conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), table.ident)
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                    sql.Identifier(name), table.ident
+                )
             )
         except psycopg.Error:
             return False
@@ -104,7 +106,7 @@ def drop_publication(dsn: str, name: str) -> None:
 def changed_keys(
     conn: psycopg.Connection[Any], slot: str, upto_lsn: str, publication: str, key: tuple[str, ...]
 ) -> KeyChanges:
-    """Keys of rows changed by transactions that committed before `upto_lsn` (peeked, not consumed)."""
+    """Keys of rows changed by transactions committed before `upto_lsn` (peeked, not consumed)."""
     collector = KeyCollector(key)
     cur = conn.cursor(name="ps_peek") if not conn.autocommit else conn.cursor()
     cur.execute(
@@ -122,7 +124,9 @@ def _chunks(keys: list[tuple[str | None, ...]]) -> Iterator[list[tuple[str | Non
         yield keys[i : i + KEY_CHUNK]
 
 
-def _unnest(table: TableInfo, key: tuple[str, ...], keys: list[tuple[str | None, ...]]) -> sql.Composable:
+def _unnest(
+    table: TableInfo, key: tuple[str, ...], keys: list[tuple[str | None, ...]]
+) -> sql.Composable:
     arrays = sql.SQL(", ").join(
         sql.SQL("{}::text[]").format(sql.Literal([k[i] for k in keys])) for i in range(len(key))
     )
@@ -130,16 +134,20 @@ def _unnest(table: TableInfo, key: tuple[str, ...], keys: list[tuple[str | None,
     return sql.SQL("unnest({}) AS u({})").format(arrays, names)
 
 
-def _key_rows(table: TableInfo, key: tuple[str, ...], keys: list[tuple[str | None, ...]]) -> sql.Composable:
+def _key_rows(
+    table: TableInfo, key: tuple[str, ...], keys: list[tuple[str | None, ...]]
+) -> sql.Composable:
     """A relation with the table's column names: key columns from the keys, the rest NULL.
 
     Running the copy's own SELECT list over it yields, through the transcoder, the `_id` each key
     had in the temp collection, whatever the mapping does to build `_id`."""
     cols = []
     for col in table.columns:
-        typ = sql.SQL(col.type_sql)  # type: ignore[arg-type]
+        typ = sql.SQL(col.type_sql)
         if col.name in key:
-            src: sql.Composable = sql.SQL("u.{}::{}").format(sql.Identifier(f"c{key.index(col.name)}"), typ)
+            src: sql.Composable = sql.SQL("u.{}::{}").format(
+                sql.Identifier(f"c{key.index(col.name)}"), typ
+            )
         else:
             src = sql.SQL("NULL::{}").format(typ)
         cols.append(sql.SQL("{} AS {}").format(src, sql.Identifier(col.name)))
@@ -148,7 +156,9 @@ def _key_rows(table: TableInfo, key: tuple[str, ...], keys: list[tuple[str | Non
     )
 
 
-def _documents(conn: psycopg.Connection[Any], query: str, encoder: DocumentEncoder, dsn: str) -> list[bytes]:
+def _documents(
+    conn: psycopg.Connection[Any], query: str, encoder: DocumentEncoder, dsn: str
+) -> list[bytes]:
     docs: list[bytes] = []
     for buf, start in copy_batches(conn, query, dsn, 10_000, 8 << 20):
         docs.extend(encoder.encode(buf, start).documents())
@@ -173,18 +183,23 @@ def apply_changes(
         )
     encoder = DocumentEncoder(proj.layout)
     key = proj.key
-    where = sql.SQL("") if not cfg.where else sql.SQL(" AND ({})").format(sql.SQL(cfg.where))  # type: ignore[arg-type]
+    where = sql.SQL("") if not cfg.where else sql.SQL(" AND ({})").format(sql.SQL(cfg.where))
     lhs = sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in key))
     typed = sql.SQL(", ").join(
-        sql.SQL("u.{}::{}").format(sql.Identifier(f"c{i}"), sql.SQL(table.column(k).type_sql))  # type: ignore[arg-type]
+        sql.SQL("u.{}::{}").format(sql.Identifier(f"c{i}"), sql.SQL(table.column(k).type_sql))
         for i, k in enumerate(key)
     )
     delta = 0
-    for chunk in _chunks(sorted(changes.keys, key=lambda t: tuple("" if v is None else v for v in t))):
+    for chunk in _chunks(
+        sorted(changes.keys, key=lambda t: tuple("" if v is None else v for v in t))
+    ):
         ids_q = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT BINARY)").format(
             proj.select_list, _key_rows(table, key, chunk)
         )
-        ids = [RawBSONDocument(d)["_id"] for d in _documents(conn, ids_q.as_string(None), encoder, cfg.source)]
+        ids = [
+            RawBSONDocument(d)["_id"]
+            for d in _documents(conn, ids_q.as_string(None), encoder, cfg.source)
+        ]
         rows_q = sql.SQL(
             "COPY (SELECT {} FROM {} WHERE {} IN (SELECT {} FROM {}){}) TO STDOUT (FORMAT BINARY)"
         ).format(proj.select_list, table.ident, lhs, typed, _unnest(table, key, chunk), where)
@@ -201,7 +216,7 @@ def apply_changes(
 
 def count_rows(conn: psycopg.Connection[Any], table: TableInfo, where: str | None) -> int:
     """The one full count a resume with catch-up needs (under the new snapshot)."""
-    cond = sql.SQL("") if not where else sql.SQL(" WHERE ({})").format(sql.SQL(where))  # type: ignore[arg-type]
+    cond = sql.SQL("") if not where else sql.SQL(" WHERE ({})").format(sql.SQL(where))
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(table.ident, cond)).fetchone()
     return int(row[0]) if row else 0
 
@@ -218,6 +233,12 @@ def clear_range(temp: Collection[Any], id_filter: dict[str, Any] | None) -> bool
 
 
 __all__ = [
-    "apply_changes", "changed_keys", "clean", "clear_range", "drop_publication",
-    "ensure_publication", "find_job", "fingerprint",
+    "apply_changes",
+    "changed_keys",
+    "clean",
+    "clear_range",
+    "drop_publication",
+    "ensure_publication",
+    "find_job",
+    "fingerprint",
 ]

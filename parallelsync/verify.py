@@ -56,7 +56,7 @@ def mongo_filter(rng: KeyRange, layout: Layout) -> dict[str, Any] | None:
 def target_digest(coll: Collection[Any], filt: dict[str, Any]) -> Digest:
     d = Digest()
     raw = coll.with_options(codec_options=RAW)
-    d.add_all(doc.raw for doc in raw.find(filt, batch_size=10_000))
+    d.add_all(bytes(doc.raw) for doc in raw.find(filt, batch_size=10_000))
     return d
 
 
@@ -66,7 +66,7 @@ def target_hashes(coll: Collection[Any], filt: dict[str, Any], limit: int) -> di
     for doc in raw.find(filt, batch_size=10_000):
         if len(out) >= limit:
             return None
-        out[_key(doc["_id"])] = doc_hash(doc.raw)
+        out[_key(doc["_id"])] = doc_hash(bytes(doc.raw))
     return out
 
 

@@ -18,7 +18,7 @@ from pymongo.collection import Collection
 from parallelsync import verify
 from parallelsync.checksum import Digest, doc_hash
 from parallelsync.config import CopyConfig
-from parallelsync.coordinator import CopyJob, RangeState
+from parallelsync.coordinator import CopyJob
 from parallelsync.progress import Progress
 from parallelsync.source.connect import connect
 from parallelsync.source.copystream import copy_batches
@@ -106,7 +106,9 @@ def run_verify(cfg: CopyConfig) -> dict[str, Any]:
             "source": src.as_doc(),
             "target_digest": tgt.as_doc(),
             "per_range": per_range,
-            "ranges": [c.as_doc() | {"bounds": ranges_by_id[c.range_id].describe()} for c in checks],
+            "ranges": [
+                c.as_doc() | {"bounds": ranges_by_id[c.range_id].describe()} for c in checks
+            ],
             "differing_ranges": [c.range_id for c in differing],
             "samples": samples,
             "seconds": round(time.monotonic() - started, 3),

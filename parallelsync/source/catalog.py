@@ -1,4 +1,4 @@
-"""Reads what the copy needs from PostgreSQL's catalogs: the table, its columns, their types, its key.
+"""Reads what the copy needs from PostgreSQL's catalogs: the table, its columns, types and key.
 
 Every column is resolved once to a transcoder `Codec` plus the SQL expression that the COPY SELECT
 uses for it. Types without a binary codec are cast to text (or to jsonb for composites and hstore)
@@ -157,16 +157,14 @@ def _raise_not_found(
         if exists is None:
             raise SourceError(
                 f"schema {schema!r} does not exist in the source database: "
-                "check --table (use \"Quoted\" names for mixed case)"
+                'check --table (use "Quoted" names for mixed case)'
             )
         where = f"schema {schema!r}"
     else:
         path = conn.execute("SELECT array_to_string(current_schemas(false), ', ')").fetchone()
         where = f"the search path ({path[0] if path else ''})"
     hint = "" if quoted else "; names with capitals or spaces need double quotes"
-    raise SourceError(
-        f"table {table!r} does not exist in {where}, or the user cannot see it{hint}"
-    )
+    raise SourceError(f"table {table!r} does not exist in {where}, or the user cannot see it{hint}")
 
 
 def _primary_key(conn: psycopg.Connection[Any], oid: int) -> tuple[str, ...]:
@@ -212,7 +210,9 @@ def read_columns(conn: psycopg.Connection[Any], oid: int) -> list[Column]:
     cols = []
     for attnum, name, typoid, typsql, notnull in rows:
         codec, cast = resolver.resolve(int(typoid))
-        cols.append(Column(str(name), int(attnum), int(typoid), str(typsql), bool(notnull), codec, cast))
+        cols.append(
+            Column(str(name), int(attnum), int(typoid), str(typsql), bool(notnull), codec, cast)
+        )
     return cols
 
 
@@ -232,13 +232,22 @@ class TypeResolver:
         row = self._conn.execute(
             """SELECT t.typname::text, t.typtype::text, t.typcategory::text, t.typelem::int,
                       t.typbasetype::int, t.typrelid::int,
-                      coalesce((SELECT r.rngsubtype::int FROM pg_range r WHERE r.rngtypid = t.oid), 0)
+                      coalesce((SELECT r.rngsubtype::int FROM pg_range r
+                                WHERE r.rngtypid = t.oid), 0)
                FROM pg_type t WHERE t.oid = %s""",
             (oid,),
         ).fetchone()
         if row is None:
             raise SourceError(f"type oid {oid} not found in pg_type")
-        return (str(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]), int(row[5]), int(row[6]))
+        return (
+            str(row[0]),
+            str(row[1]),
+            str(row[2]),
+            int(row[3]),
+            int(row[4]),
+            int(row[5]),
+            int(row[6]),
+        )
 
     def _resolve(self, oid: int) -> tuple[Codec, str | None]:
         if oid in BASE_CODECS:

@@ -21,7 +21,9 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     except psycopg.ProgrammingError as exc:  # a malformed conninfo string
         raise UsageError(f"invalid PostgreSQL DSN {redact_dsn(dsn)}: {clean(exc, dsn)}") from None
     except psycopg.OperationalError as exc:
-        raise SourceError(f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {clean(exc, dsn)}") from None
+        raise SourceError(
+            f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {clean(exc, dsn)}"
+        ) from None
 
 
 def clean(exc: BaseException, dsn: str) -> str:

@@ -7,7 +7,7 @@ row). Because every message is a whole tuple, a batch never splits a tuple.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import psycopg
@@ -20,7 +20,7 @@ from parallelsync.transcode.copybinary import header_length
 
 def copy_batches(
     conn: psycopg.Connection[Any], query: str, dsn: str, batch_rows: int, batch_bytes: int
-) -> Iterator[tuple[bytearray, int]]:
+) -> Generator[tuple[bytearray, int], None, None]:
     """Yield (buffer, start): buffer[start:] holds whole tuples (the header is skipped).
 
     The last batch may end with the COPY trailer. Closing the generator early cancels the COPY so
@@ -42,7 +42,9 @@ def copy_batches(
                 break
             if nbytes == -2:
                 msg = _text(pgconn.get_error_message())
-                raise SourceConnectionLost(f"reading COPY data failed: {clean(Exception(msg), dsn)}")
+                raise SourceConnectionLost(
+                    f"reading COPY data failed: {clean(Exception(msg), dsn)}"
+                )
             buf += data
             messages += 1
             if messages >= batch_rows or len(buf) >= batch_bytes:

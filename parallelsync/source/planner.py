@@ -144,8 +144,12 @@ def _sample_keys(
 ) -> tuple[list[tuple[Any, ...]], float, str]:
     want = min(MAX_SAMPLE, max(MIN_SAMPLE, nranges * SAMPLE_KEYS_PER_RANGE))
     cols = sql.SQL(", ").join(sql.Identifier(k) for k in key)
-    filt = sql.SQL("") if not where else sql.SQL(" WHERE ({})").format(sql.SQL(where))  # type: ignore[arg-type]
-    if table.relpages <= FULL_SCAN_PAGES or table.reltuples <= 0 or table.relkind not in ("r", "p", "m"):
+    filt = sql.SQL("") if not where else sql.SQL(" WHERE ({})").format(sql.SQL(where))
+    if (
+        table.relpages <= FULL_SCAN_PAGES
+        or table.reltuples <= 0
+        or table.relkind not in ("r", "p", "m")
+    ):
         q = sql.SQL("SELECT {} FROM {}{} ORDER BY {}").format(cols, table.ident, filt, cols)
         rows = conn.execute(q).fetchall()
         keys = [tuple(r) for r in rows]

@@ -47,7 +47,9 @@ def check_logical(conn: psycopg.Connection[Any]) -> None:
 
 
 def slot_exists(conn: psycopg.Connection[Any], slot: str) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    row = conn.execute(
+        "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    ).fetchone()
     return row is not None
 
 
@@ -85,7 +87,9 @@ class SnapshotHolder:
             ) from None
         except psycopg.Error as exc:
             conn.close()
-            raise SourceError(f"cannot create replication slot {self._slot!r}: {clean(exc, self._dsn)}") from None
+            raise SourceError(
+                f"cannot create replication slot {self._slot!r}: {clean(exc, self._dsn)}"
+            ) from None
         assert row is not None
         # Columns: slot_name, consistent_point, snapshot_name, output_plugin.
         self._conn = conn

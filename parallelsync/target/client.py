@@ -29,7 +29,10 @@ def connect(uri: str, *, timeout_ms: int = SERVER_SELECTION_MS, **kwargs: Any) -
         client.admin.command("ping")
     except OperationFailure as exc:
         client.close()
-        raise TargetError(f"MongoDB at {shown} refused the connection: {exc.details and exc.details.get('errmsg') or exc}") from None
+        raise TargetError(
+            f"MongoDB at {shown} refused the connection: "
+            f"{(exc.details and exc.details.get('errmsg')) or exc}"
+        ) from None
     except PyMongoError as exc:
         client.close()
         raise TargetUnavailable(

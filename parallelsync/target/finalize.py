@@ -58,7 +58,9 @@ def swap(db: Database[Any], temp: str, target: str) -> None:
             "renameCollection", f"{db.name}.{temp}", to=f"{db.name}.{target}", dropTarget=True
         )
     except PyMongoError as exc:
-        raise TargetError(f"renaming {temp} to {target} failed: {exc}; the target is unchanged") from None
+        raise TargetError(
+            f"renaming {temp} to {target} failed: {exc}; the target is unchanged"
+        ) from None
 
 
 def drop_quietly(db: Database[Any], collection: str) -> bool:

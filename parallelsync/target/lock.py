@@ -8,6 +8,7 @@ the swap checks that the token is still ours, so a run that lost its lease never
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -82,9 +83,12 @@ class Lease:
             held = self._coll.find_one({"_id": self.namespace}) or {}
             raise LockedError(
                 f"target {self.namespace} is locked by job {held.get('job_id')} "
-                f"(owner {held.get('owner')}, lease until {held.get('expires_at')}); wait for it to "
+                f"(owner {held.get('owner')}, lease until {held.get('expires_at')}); "
+                "wait for it to "
                 "finish, or remove the lease document if that job is known to be dead"
             ) from None
+        if doc is None:  # cannot happen with upsert=True and ReturnDocument.AFTER
+            raise LockedError(f"could not take the lease for {self.namespace}")
         self.token = int(doc["token"])
         return self.token
 
@@ -138,7 +142,8 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        try:
-            self._coll.delete_one({"_id": self.namespace, "job_id": self.job_id, "token": self.token})
-        except PyMongoError:
-            pass  # the lease expires by itself
+        # A failed delete is harmless: the lease expires by itself.
+        with contextlib.suppress(PyMongoError):
+            self._coll.delete_one(
+                {"_id": self.namespace, "job_id": self.job_id, "token": self.token}
+            )

@@ -81,7 +81,9 @@ class MongoSink:
         try:
             reply = self._db.command(cmd)
         except (AutoReconnect, ConnectionFailure) as exc:
-            raise TargetUnavailable(f"lost the connection to MongoDB while inserting: {exc}") from None
+            raise TargetUnavailable(
+                f"lost the connection to MongoDB while inserting: {exc}"
+            ) from None
         except OperationFailure as exc:
             if exc.code in TRANSIENT_CODES:
                 raise TargetUnavailable(f"MongoDB cannot take writes right now: {exc}") from None
@@ -92,7 +94,9 @@ class MongoSink:
         other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
         if other:
             if other[0].get("code") in TRANSIENT_CODES:
-                raise TargetUnavailable(f"MongoDB cannot take writes right now: {other[0].get('errmsg')}")
+                raise TargetUnavailable(
+                    f"MongoDB cannot take writes right now: {other[0].get('errmsg')}"
+                )
             raise TargetError(f"MongoDB rejected a write: {other[0].get('errmsg')}")
         if errors and not allow_duplicates:
             raise EncodeError(
@@ -101,7 +105,9 @@ class MongoSink:
             )
         wce = reply.get("writeConcernError")
         if wce:
-            raise TargetUnavailable(f"MongoDB could not satisfy the write concern: {wce.get('errmsg')}")
+            raise TargetUnavailable(
+                f"MongoDB could not satisfy the write concern: {wce.get('errmsg')}"
+            )
         return int(reply.get("n", 0))
 
     def close(self) -> None:

@@ -39,7 +39,10 @@ _COLUMNS: tuple[tuple[str, bytes], ...] = (
 def warm() -> float:
     started = time.monotonic()
     layout = Layout(
-        tuple(FieldNode("_id" if i == 0 else f"c{i}", i, Codec(name)) for i, (name, _) in enumerate(_COLUMNS)),
+        tuple(
+            FieldNode("_id" if i == 0 else f"c{i}", i, Codec(name))
+            for i, (name, _) in enumerate(_COLUMNS)
+        ),
         len(_COLUMNS),
     )
     row = struct.pack("!h", len(_COLUMNS)) + b"".join(

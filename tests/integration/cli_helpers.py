@@ -25,7 +25,9 @@ class Run:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PARALLELSYNC_", "SLOTNAME"))}
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PARALLELSYNC_", "SLOTNAME"))
+    }
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "parallelsync", *args],

@@ -66,7 +66,7 @@ def same(a: Any, b: Any) -> bool:
 def assert_collection_equals_table(
     conn: psycopg.Connection[Any], db: Database[Any], table: str, collection: str, key: str = "id"
 ) -> int:
-    cur = conn.execute(f"SELECT * FROM {table} ORDER BY {key}")  # noqa: S608 - test-owned names
+    cur = conn.execute(f"SELECT * FROM {table} ORDER BY {key}")
     names = [d.name for d in cur.description or ()]
     float4_columns = [d.name for d in cur.description or () if d.type_code == 700]
     rows = cur.fetchall()
@@ -110,24 +110,41 @@ def fill_all_types(conn: psycopg.Connection[Any], n: int) -> None:
             continue
         rows.append(
             (
-                i, i % 2 == 0, (i % 65535) - 32768, -i * 1000, i * 10**12, i / 3.0, -i / 7.0,
-                decimal.Decimal(f"{i}.{i:04d}") * (-1 if i % 3 else 1), decimal.Decimal(f"{i * 13}.25"),
-                f"text {i} ünïcødé ✓", f"vc{i}", f"c{i % 100}", f"name{i}", ["sad", "ok", "happy"][i % 3],
-                bytes([i % 256, 0, 255]) * (i % 4), uuid.UUID(int=i * 7919),
+                i,
+                i % 2 == 0,
+                (i % 65535) - 32768,
+                -i * 1000,
+                i * 10**12,
+                i / 3.0,
+                -i / 7.0,
+                decimal.Decimal(f"{i}.{i:04d}") * (-1 if i % 3 else 1),
+                decimal.Decimal(f"{i * 13}.25"),
+                f"text {i} ünïcødé ✓",
+                f"vc{i}",
+                f"c{i % 100}",
+                f"name{i}",
+                ["sad", "ok", "happy"][i % 3],
+                bytes([i % 256, 0, 255]) * (i % 4),
+                uuid.UUID(int=i * 7919),
                 dt.date(2000, 1, 1) + dt.timedelta(days=i * 37 - 5000),
                 dt.datetime(2021, 3, 4, 5, 6, 7, 123456) + dt.timedelta(seconds=i * 3601),
-                dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) + dt.timedelta(minutes=i * 11),
+                dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+                + dt.timedelta(minutes=i * 11),
                 psycopg.types.json.Json({"k": i, "s": "x", "l": [1, 2, {"z": None}]}),
                 psycopg.types.json.Jsonb({"nested": {"a": [i, "b", True, 1.5]}, "e": {}}),
-                [i, None, -i], ["a", "", None, "ü"], [decimal.Decimal("1.5"), decimal.Decimal(-i)],
-                [uuid.UUID(int=i)], [dt.datetime(2020, 1, 1, tzinfo=UTC)], [True, False], [0.5, -2.0],
-                [psycopg.types.json.Jsonb({"x": i})], f"10.0.{i % 256}.1",
+                [i, None, -i],
+                ["a", "", None, "ü"],
+                [decimal.Decimal("1.5"), decimal.Decimal(-i)],
+                [uuid.UUID(int=i)],
+                [dt.datetime(2020, 1, 1, tzinfo=UTC)],
+                [True, False],
+                [0.5, -2.0],
+                [psycopg.types.json.Jsonb({"x": i})],
+                f"10.0.{i % 256}.1",
             )
         )
     with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO all_types VALUES (" + ", ".join(["%s"] * 30) + ")", rows
-        )
+        cur.executemany("INSERT INTO all_types VALUES (" + ", ".join(["%s"] * 30) + ")", rows)
 
 
 def test_multi_worker_copy_equals_table_for_every_type(
@@ -136,7 +153,9 @@ def test_multi_worker_copy_equals_table_for_every_type(
     pg_conn.execute(ALL_TYPES_DDL)
     fill_all_types(pg_conn, 400)
     pg_conn.execute("ANALYZE all_types")
-    run = run_cli(*copy_args(pg_dsn, "all_types", mongo_uri, mongo_db.name, "--workers", "3", "--json"))
+    run = run_cli(
+        *copy_args(pg_dsn, "all_types", mongo_uri, mongo_db.name, "--workers", "3", "--json")
+    )
     assert run.rc == 0, run.stderr
     out = run.json
     assert out["status"] == "FINISHED"
@@ -168,7 +187,18 @@ def test_skewed_integer_keys_give_balanced_ranges(
     pg_conn.execute("INSERT INTO skew SELECT g, g % 100 FROM generate_series(1, 3000) g")
     pg_conn.execute("INSERT INTO skew SELECT 5000000000 + g, 1 FROM generate_series(1, 3000) g")
     pg_conn.execute("ANALYZE skew")
-    plan = run_cli("plan", "--source", pg_dsn, "--table", "skew", "--target", "null:", "--workers", "2", "--json")
+    plan = run_cli(
+        "plan",
+        "--source",
+        pg_dsn,
+        "--table",
+        "skew",
+        "--target",
+        "null:",
+        "--workers",
+        "2",
+        "--json",
+    )
     assert plan.rc == 0, plan.stderr
     ranges = plan.json["ranges"]
     assert len(ranges) >= 8
@@ -193,8 +223,19 @@ def test_where_copies_only_matching_rows(
         "FROM generate_series(1, 900) g"
     )
     run = run_cli(
-        *copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--workers", "2",
-                   "--where", "status = 'open'", "--collection", "open_orders", "--json")
+        *copy_args(
+            pg_dsn,
+            "orders",
+            mongo_uri,
+            mongo_db.name,
+            "--workers",
+            "2",
+            "--where",
+            "status = 'open'",
+            "--collection",
+            "open_orders",
+            "--json",
+        )
     )
     assert run.rc == 0, run.stderr
     assert run.json["rows"] == 300
@@ -209,7 +250,9 @@ def test_empty_table_gives_empty_collection(
 ) -> None:
     pg_conn.execute("CREATE TABLE empty_t (id int4 PRIMARY KEY, v text)")
     mongo_db.empty_t.insert_many([{"_id": 1, "v": "stale"}, {"_id": 2}])
-    run = run_cli(*copy_args(pg_dsn, "empty_t", mongo_uri, mongo_db.name, "--workers", "3", "--json"))
+    run = run_cli(
+        *copy_args(pg_dsn, "empty_t", mongo_uri, mongo_db.name, "--workers", "3", "--json")
+    )
     assert run.rc == 0, run.stderr
     assert run.json["rows"] == 0
     assert "empty_t" in mongo_db.list_collection_names()
@@ -221,17 +264,30 @@ def test_existing_target_is_replaced_and_keeps_its_indexes(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:
     pg_conn.execute('CREATE SCHEMA "Sales Data"')
-    pg_conn.execute('CREATE TABLE "Sales Data"."Customer List" (id int4 PRIMARY KEY, "e mail" text, city text)')
+    pg_conn.execute(
+        'CREATE TABLE "Sales Data"."Customer List" (id int4 PRIMARY KEY, "e mail" text, city text)'
+    )
     pg_conn.execute(
         """INSERT INTO "Sales Data"."Customer List" SELECT g, 'u' || g || '@x.org', 'c' || (g % 7)
            FROM generate_series(1, 200) g"""
     )
-    mongo_db.customers.insert_many([{"_id": i, "old": True, "e mail": f"old{i}"} for i in range(500, 520)])
+    mongo_db.customers.insert_many(
+        [{"_id": i, "old": True, "e mail": f"old{i}"} for i in range(500, 520)]
+    )
     mongo_db.customers.create_index([("city", 1), ("_id", -1)], name="city_id")
     mongo_db.customers.create_index("e mail", unique=True, name="email_unique")
     run = run_cli(
-        *copy_args(pg_dsn, '"Sales Data"."Customer List"', mongo_uri, mongo_db.name,
-                   "--collection", "customers", "--workers", "2", "--json")
+        *copy_args(
+            pg_dsn,
+            '"Sales Data"."Customer List"',
+            mongo_uri,
+            mongo_db.name,
+            "--collection",
+            "customers",
+            "--workers",
+            "2",
+            "--json",
+        )
     )
     assert run.rc == 0, run.stderr
     assert mongo_db.customers.count_documents({}) == 200
@@ -272,8 +328,19 @@ def test_all_workers_read_one_snapshot_under_concurrent_transfers(
     thread.start()
     try:
         run = run_cli(
-            *copy_args(pg_dsn, "accounts", mongo_uri, mongo_db.name, "--workers", "3",
-                       "--slot", "snap_test_slot", "--batch-rows", "200", "--json")
+            *copy_args(
+                pg_dsn,
+                "accounts",
+                mongo_uri,
+                mongo_db.name,
+                "--workers",
+                "3",
+                "--slot",
+                "snap_test_slot",
+                "--batch-rows",
+                "200",
+                "--json",
+            )
         )
     finally:
         stop.set()
@@ -283,11 +350,16 @@ def test_all_workers_read_one_snapshot_under_concurrent_transfers(
     out = run.json
     assert out["consistent_lsn"] and "/" in out["consistent_lsn"]
     assert out["slot"] == "snap_test_slot"
-    agg = list(mongo_db.accounts.aggregate([{"$group": {"_id": None, "s": {"$sum": "$balance"}, "c": {"$sum": 1}}}]))
+    agg = list(
+        mongo_db.accounts.aggregate(
+            [{"$group": {"_id": None, "s": {"$sum": "$balance"}, "c": {"$sum": 1}}}]
+        )
+    )
     assert agg[0]["c"] == n
     assert agg[0]["s"] == total
     slot = pg_conn.execute(
-        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'snap_test_slot'"
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+        "WHERE slot_name = 'snap_test_slot'"
     ).fetchone()
     assert slot is not None and slot[0] == out["consistent_lsn"]
     job = mongo_db.parallelsync_jobs.find_one({"_id": out["job_id"]})
@@ -306,8 +378,13 @@ def test_all_workers_read_one_snapshot_under_concurrent_transfers(
     ],
 )
 def test_bad_input_fails_clearly_and_leaves_target_untouched(
-    case: str, expect_rc: int, expect_msg: str,
-    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any],
+    case: str,
+    expect_rc: int,
+    expect_msg: str,
+    pg_conn: psycopg.Connection[Any],
+    pg_dsn: str,
+    mongo_uri: str,
+    mongo_db: Database[Any],
 ) -> None:
     pg_conn.execute("CREATE TABLE src (id int4 PRIMARY KEY, v text)")
     pg_conn.execute("INSERT INTO src SELECT g, 'new' FROM generate_series(1, 50) g")
@@ -340,7 +417,9 @@ def test_module_and_console_script_agree() -> None:
     import subprocess
     import sys
 
-    script = shutil.which("parallelsync") or str(__import__("pathlib").Path(sys.executable).parent / "parallelsync")
+    script = shutil.which("parallelsync") or str(
+        __import__("pathlib").Path(sys.executable).parent / "parallelsync"
+    )
     a = subprocess.run([script, "--version"], capture_output=True, text=True, check=False)
     b = run_cli("--version")
     assert a.returncode == 0 and b.rc == 0

@@ -24,14 +24,25 @@ ROWS = 12_000
 def start_copy(pg_dsn: str, mongo_uri: str, db: str, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "parallelsync",
-         *copy_args(pg_dsn, "acc", mongo_uri, db, "--workers", "2", "--batch-rows", "50", *extra)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "parallelsync",
+            *copy_args(
+                pg_dsn, "acc", mongo_uri, db, "--workers", "2", "--batch-rows", "50", *extra
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
         start_new_session=True,  # its own process group: SIGKILL reaches the workers too
     )
 
 
-def kill_when_copying(proc: subprocess.Popen[str], mongo_db: Database[Any], min_rows: int) -> dict[str, Any]:
+def kill_when_copying(
+    proc: subprocess.Popen[str], mongo_db: Database[Any], min_rows: int
+) -> dict[str, Any]:
     """SIGKILL the whole job once the job document shows at least `min_rows` copied."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -56,7 +67,9 @@ def change_everywhere(conn: psycopg.Connection[Any]) -> None:
     """Changes in every part of the key space: finished ranges and unfinished ones alike."""
     conn.execute("UPDATE acc SET bal = bal + 1 WHERE id % 97 = 0")
     conn.execute("DELETE FROM acc WHERE id % 101 = 0")
-    conn.execute(f"INSERT INTO acc SELECT g, 7, 'late' FROM generate_series({ROWS + 1}, {ROWS + 40}) g")
+    conn.execute(
+        f"INSERT INTO acc SELECT g, 7, 'late' FROM generate_series({ROWS + 1}, {ROWS + 40}) g"
+    )
     conn.execute("UPDATE acc SET id = id + 1000000 WHERE id IN (5, 6005)")  # key changes too
 
 
@@ -70,15 +83,31 @@ def test_resume_with_slot_gives_the_table_as_of_the_resume(
     assert [n for n in mongo_db.list_collection_names() if "__psync_tmp_" in n]
     change_everywhere(pg_conn)
 
-    run = run_cli(*copy_args(pg_dsn, "acc", mongo_uri, mongo_db.name, "--workers", "2",
-                             "--slot", "resume_slot", "--resume", "last", "--json"))
+    run = run_cli(
+        *copy_args(
+            pg_dsn,
+            "acc",
+            mongo_uri,
+            mongo_db.name,
+            "--workers",
+            "2",
+            "--slot",
+            "resume_slot",
+            "--resume",
+            "last",
+            "--json",
+        )
+    )
     assert run.rc == 0, run.stderr
     out = run.json
     assert out["status"] == "FINISHED" and out["job_id"] == killed["_id"]
     assert f"resuming job {killed['_id']}" in run.stderr
     expected = ROWS - ROWS // 101 + 40
     assert assert_collection_equals_table(pg_conn, mongo_db, "acc", "acc") == expected
-    assert mongo_db.acc.find_one({"_id": 1000005}) is not None and mongo_db.acc.find_one({"_id": 5}) is None
+    assert (
+        mongo_db.acc.find_one({"_id": 1000005}) is not None
+        and mongo_db.acc.find_one({"_id": 5}) is None
+    )
     job = mongo_db.parallelsync_jobs.find_one({"_id": killed["_id"]})
     assert job is not None
     assert job["status"] == "FINISHED" and job["resumes"] == 1 and job["consistency"] == "snapshot"
@@ -86,7 +115,9 @@ def test_resume_with_slot_gives_the_table_as_of_the_resume(
     slot = pg_conn.execute(
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'resume_slot'"
     ).fetchone()
-    assert slot is not None and slot[0] == out["consistent_lsn"] == job["snapshot"]["consistent_lsn"]
+    assert (
+        slot is not None and slot[0] == out["consistent_lsn"] == job["snapshot"]["consistent_lsn"]
+    )
     assert no_temp_collections(mongo_db)
 
 
@@ -96,8 +127,19 @@ def test_resume_without_slot_finishes_with_per_range_consistency(
     make_table(pg_conn)
     proc = start_copy(pg_dsn, mongo_uri, mongo_db.name)
     killed = kill_when_copying(proc, mongo_db, 1500)
-    run = run_cli(*copy_args(pg_dsn, "acc", mongo_uri, mongo_db.name, "--workers", "2",
-                             "--resume", killed["_id"], "--json"))
+    run = run_cli(
+        *copy_args(
+            pg_dsn,
+            "acc",
+            mongo_uri,
+            mongo_db.name,
+            "--workers",
+            "2",
+            "--resume",
+            killed["_id"],
+            "--json",
+        )
+    )
     assert run.rc == 0, run.stderr
     assert run.json["rows"] == ROWS
     # nothing changed in between, so even per-range consistency gives exactly the table
@@ -126,6 +168,6 @@ def test_resume_refuses_while_the_job_is_alive(
         assert run.rc == 5, run.stderr
         assert f"job {job['_id']} still holds the target lease" in run.stderr
     finally:
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert mongo_db.acc.count_documents({}) == ROWS
