@@ -34,7 +34,7 @@ def _add_options(p: argparse.ArgumentParser, options: Sequence[Option]) -> None:
             flag,
             dest=opt.name,
             default=None,
-            metavar=opt.name.upper(),
+            metavar="{" + ",".join(opt.choices) + "}" if opt.choices else opt.name.upper(),
             help=f"{opt.help} (env {env}{default})",
         )
     p.add_argument("--config", help="TOML file with any of these options (env PARALLELSYNC_CONFIG)")

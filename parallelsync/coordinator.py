@@ -644,6 +644,11 @@ class CopyJob:
             return rows  # null: target
         cfg = self.cfg
         docs = finalize.check_count(self.db, self.temp, rows)
+        if not self.caught_up and all(s.id_filter is not None for s in states):
+            # The total matched; where BSON orders _id like the key, check every range too.
+            finalize.check_range_counts(
+                self.db, self.temp, [(s.rng.id, s.id_filter or {}, s.rows) for s in states]
+            )
         if cfg.verify == "checksum" and self.caught_up:
             # Digests were taken as ranges were copied, before the catch-up rewrote changed rows.
             self.log("checksums skipped: the resume rewrote changed rows; run `parallelsync verify`")

@@ -51,6 +51,22 @@ def check_count(db: Database[Any], temp: str, expected: int) -> int:
     return found
 
 
+def check_range_counts(
+    db: Database[Any], temp: str, ranges: list[tuple[int, dict[str, Any], int]]
+) -> None:
+    """Per-range counts: (range id, `_id` filter, rows read) for ranges selectable by `_id`."""
+    bad = []
+    for rid, filt, expected in ranges:
+        found = db[temp].count_documents(filt)
+        if found != expected:
+            bad.append(f"range {rid}: {found} documents for {expected} rows")
+    if bad:
+        raise VerifyError(
+            f"per-range counts differ ({'; '.join(bad[:5])}); nothing was swapped and the "
+            "target is unchanged"
+        )
+
+
 def swap(db: Database[Any], temp: str, target: str) -> None:
     """renameCollection with dropTarget: readers see the old or the new collection, never a mix."""
     try:
