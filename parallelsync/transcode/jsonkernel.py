@@ -51,7 +51,7 @@ def _hex4(buf, pos, end):  # type: ignore[no-untyped-def]
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _string(buf, pos, end, out, q, is_key):  # type: ignore[no-untyped-def]
     """Decode the JSON string at pos (after the quote) into out[q:]; return (pos, q) or q = -1."""
     while pos < end:
@@ -121,7 +121,7 @@ def _string(buf, pos, end, out, q, is_key):  # type: ignore[no-untyped-def]
     return pos, -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _number(buf, pos, end, out, tp, q):  # type: ignore[no-untyped-def]
     """Parse a JSON number; write its type at out[tp] and payload at q; return (pos, q | -1)."""
     negative = False
@@ -224,7 +224,7 @@ def _index_key(out, q, index):  # type: ignore[no-untyped-def]
     return q + n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cell(buf, pos, end, out, q, check_keys, kinds, starts, counts):  # type: ignore[no-untyped-def]
     """One JSON text -> type byte + payload at out[q:]; return the end or -1 (not handled)."""
     if not _valid_utf8(buf, pos, end - pos):
@@ -375,7 +375,7 @@ def _cell(buf, pos, end, out, q, check_keys, kinds, starts, counts):  # type: ig
             break
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def jsonb_cells(buf, offs, lens, col, jsonb, check_keys):  # type: ignore[no-untyped-def]
     """Encode one json/jsonb column: (out, cell_off[rows], cell_len[rows], ok[rows])."""
     rows = offs.shape[0]

@@ -135,7 +135,7 @@ def _valid_utf8(buf, p, n):  # type: ignore[no-untyped-def]
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk(buf, start, ncols):  # type: ignore[no-untyped-def]
     """Locate every field: (rows, end, finished, error, offsets[r, c], lengths[r, c])."""
     n = buf.shape[0]
@@ -239,7 +239,7 @@ def _value_size(kind, buf, p, n, inf_policy):  # type: ignore[no-untyped-def]
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _write_string(out, q, text):  # type: ignore[no-untyped-def]
     _put_i32(out, q, len(text) + 1)
     q += 4
@@ -340,7 +340,7 @@ def _write_value(out, q, kind, buf, p, n, inf_policy, key, kstart, klen, s32, s6
     return q + 8
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def assemble(  # type: ignore[no-untyped-def]
     buf,
     offs,
@@ -450,7 +450,7 @@ _POW10_U64 = np.array([10**i for i in range(20)], dtype=np.uint64)
 _MAX_DSCALE = 6176  # exponent -dscale must stay >= Decimal128's smallest exponent
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def numeric_cells(buf, offs, lens, col):  # type: ignore[no-untyped-def]
     """numeric -> Decimal128 (type byte + 16 bytes per row) for coefficients that fit in uint64.
 
