@@ -65,6 +65,13 @@ COPY_OPTIONS: tuple[Option, ...] = (
     Option("json_keys", str, "keep", "json keys starting with $ or containing .", choices=("keep", "replace", "error")),
     Option("verify", str, "count", "before the swap: per-range row counts, or counts and content checksums", choices=("count", "checksum")),
     Option("resume", str, None, "continue a copy whose coordinator died: a job id, or 'last'"),
+    Option(
+        "changed_rows_collection",
+        str,
+        None,
+        "with --slot: after the swap, write one document per row changed during the copy into "
+        "this collection (downstream refresh jobs)",
+    ),
     Option("progress_seconds", float, 5.0, "seconds between progress lines when stderr is not a terminal"),
     Option("max_attempts", int, 3,
            "attempts per range on transient errors (lost connection, dead worker) before failing"),
@@ -95,6 +102,7 @@ class CopyConfig:
     progress_seconds: float
     verify: str = "count"
     resume: str | None = None
+    changed_rows_collection: str | None = None
     oversize: str = "fail"
     max_attempts: int = 3
     # The `[mapping]` table of the config file (file only: it is structured).

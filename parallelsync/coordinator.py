@@ -259,6 +259,8 @@ class CopyJob:
                 self.holder.close()  # keep the slot: change capture resumes from it
             if self.resumed is not None and self.slot and snap.consistent_lsn:
                 self._advance_slot(snap.consistent_lsn)
+            if cfg.changed_rows_collection:
+                result.extra["changed_rows"] = self._emit_changed_rows(proj, snap)
             return result
         except (ParallelSyncError, KeyboardInterrupt) as exc:
             err = exc if isinstance(exc, ParallelSyncError) else Aborted("stopped by a second interrupt")
@@ -418,6 +420,41 @@ class CopyJob:
         self.log(f"applied {n} rows changed between the first snapshot and the resume")
         self.stats.update({"snapshot.consistent_lsn": snap.consistent_lsn, "resume_changed_rows": n})
         return expected
+
+    def _emit_changed_rows(self, proj: Projection, snap: Snapshot) -> int | None:
+        """Downstream refresh jobs: one document per row changed between the snapshot and now.
+
+        The copy reflects the snapshot; rows changed while it ran are exactly the slot's pending
+        changes, which this reads without consuming them (change capture still gets them)."""
+        cfg = self.cfg
+        target = cfg.changed_rows_collection
+        if not (target and self.slot and self.publication and self.db is not None):
+            self.log("--changed-rows-collection needs --slot on a table with a primary key; skipped")
+            return None
+        with connect(cfg.source, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            upto = str(row[0]) if row else snap.consistent_lsn or "0/0"
+            changes = resume.changed_keys(conn, self.slot, upto, self.publication, proj.key)
+        now = dt.datetime.now(dt.UTC)
+        docs = [
+            {
+                "job_id": self.job_id,
+                "source": self.cfg.table,
+                "key": dict(zip(proj.key, k, strict=True)),
+                "status": "PENDING",
+                "created_at": now,
+                "upto_lsn": upto,
+            }
+            for k in sorted(changes.keys, key=lambda t: tuple("" if v is None else v for v in t))
+        ]
+        try:
+            if docs:
+                self.db[target].insert_many(docs, ordered=False)
+        except PyMongoError as exc:
+            self.log(f"writing changed-row jobs to {target} failed: {exc}")
+            return None
+        self.stats.update({"changed_rows": {"count": len(docs), "upto_lsn": upto}})
+        return len(docs)
 
     def _advance_slot(self, lsn: str) -> None:
         """The target now reflects `lsn`: change capture must start there, not at the old point."""

@@ -310,6 +310,7 @@ def test_all_workers_read_one_snapshot_under_concurrent_transfers(
     pg_conn.execute("ANALYZE accounts")
     stop = threading.Event()
     transfers = [0]
+    late: list[int] = []  # accounts touched after the swap was seen (may miss the refresh jobs)
 
     def transfer() -> None:
         import random
@@ -323,6 +324,9 @@ def test_all_workers_read_one_snapshot_under_concurrent_transfers(
                 c.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (amount, b))
                 c.commit()
                 transfers[0] += 1
+                if "accounts" in mongo_db.list_collection_names():
+                    late.extend((a, b))  # the swap happened: stop before the refresh jobs are read
+                    return
 
     thread = threading.Thread(target=transfer)
     thread.start()
@@ -339,6 +343,8 @@ def test_all_workers_read_one_snapshot_under_concurrent_transfers(
                 "snap_test_slot",
                 "--batch-rows",
                 "200",
+                "--changed-rows-collection",
+                "refresh_jobs",
                 "--json",
             )
         )
@@ -357,6 +363,16 @@ def test_all_workers_read_one_snapshot_under_concurrent_transfers(
     )
     assert agg[0]["c"] == n
     assert agg[0]["s"] == total
+    # Downstream refresh jobs: every account that changed after the snapshot has one.
+    jobs = list(mongo_db.refresh_jobs.find())
+    assert out["changed_rows"] == len(jobs) > 0
+    assert all(j["job_id"] == out["job_id"] and j["status"] == "PENDING" for j in jobs)
+    refreshed = {int(j["key"]["id"]) for j in jobs}
+    copied = {d["_id"]: d["balance"] for d in mongo_db.accounts.find()}
+    now = dict(pg_conn.execute("SELECT id, balance FROM accounts").fetchall())
+    differing = {k for k, v in now.items() if copied[k] != v}
+    assert differing, "no account changed after the snapshot"
+    assert differing - set(late) <= refreshed
     slot = pg_conn.execute(
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
         "WHERE slot_name = 'snap_test_slot'"
