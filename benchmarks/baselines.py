@@ -36,8 +36,9 @@ OLD_PAGE = 10_000  # the old script's keyset page size
 def id_ranges(dsn: str, table: str, parts: int, max_id: int | None) -> list[tuple[int, int]]:
     """Half-open [lo, hi) id ranges of equal width; the bench tables have dense ids from 1."""
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(sql.SQL("SELECT min(id), max(id) FROM {}").format(
-            sql.Identifier(table))).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT min(id), max(id) FROM {}").format(sql.Identifier(table))
+        ).fetchone()
     assert row is not None and row[0] is not None, f"table {table} is empty"
     lo, hi = int(row[0]), int(row[1]) + 1
     if max_id is not None:
@@ -47,8 +48,9 @@ def id_ranges(dsn: str, table: str, parts: int, max_id: int | None) -> list[tupl
 
 
 def _copy_query(table: str, lo: int, hi: int) -> bytes:
-    return (f'COPY (SELECT * FROM "{table}" WHERE id >= {lo} AND id < {hi}) '
-            "TO STDOUT (FORMAT BINARY)").encode()
+    return (
+        f'COPY (SELECT * FROM "{table}" WHERE id >= {lo} AND id < {hi}) TO STDOUT (FORMAT BINARY)'
+    ).encode()
 
 
 def _read_range(args: tuple[str, str, int, int]) -> tuple[int, int]:
@@ -101,10 +103,20 @@ def psql_copy(a: argparse.Namespace) -> dict[str, Any]:
         return {"unavailable": "psql not on PATH"}
     ranges = id_ranges(a.dsn, a.table, a.procs, a.max_id)
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(
-        [psql, a.dsn, "-X", "-q", "-c",
-         f'\\copy (SELECT * FROM "{a.table}" WHERE id >= {lo} AND id < {hi}) '
-         "to /dev/null (format binary)"]) for lo, hi in ranges]
+    procs = [
+        subprocess.Popen(
+            [
+                psql,
+                a.dsn,
+                "-X",
+                "-q",
+                "-c",
+                f'\\copy (SELECT * FROM "{a.table}" WHERE id >= {lo} AND id < {hi}) '
+                "to /dev/null (format binary)",
+            ]
+        )
+        for lo, hi in ranges
+    ]
     rcs = [p.wait() for p in procs]
     sec = time.perf_counter() - t0
     if any(rcs):
@@ -129,10 +141,12 @@ def old_approach(a: argparse.Namespace) -> dict[str, Any]:
     from psycopg.rows import dict_row
 
     client, coll = _mongo(a.uri, a.table)
-    coll = coll.with_options(codec_options=CodecOptions(
-        uuid_representation=UuidRepresentation.STANDARD))
+    coll = coll.with_options(
+        codec_options=CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
+    )
     query = sql.SQL("SELECT * FROM {} WHERE id > %s AND id <= %s ORDER BY id LIMIT %s").format(
-        sql.Identifier(a.table))
+        sql.Identifier(a.table)
+    )
     max_id = a.max_id if a.max_id is not None else 2**62
     t0 = time.perf_counter()
     rows = 0
@@ -157,14 +171,16 @@ def old_approach(a: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "seconds": sec}
 
 
-def _converters(conn: psycopg.Connection[Any], table: str) -> tuple[list[str], list[str], list[
-        Callable[[Any], Any] | None]]:
+def _converters(
+    conn: psycopg.Connection[Any], table: str
+) -> tuple[list[str], list[str], list[Callable[[Any], Any] | None]]:
     from bson.decimal128 import Decimal128
 
     cur = conn.execute(
         "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
         "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        (table,))
+        (table,),
+    )
     cols = cur.fetchall()
     names = ["_id" if c == "id" else c for c, _ in cols]
     types = [t for _, t in cols]
@@ -236,12 +252,19 @@ def connectorx_arrow(a: argparse.Namespace) -> dict[str, Any]:
     try:
         res = write(coll, tbl)
     except Exception as e:
-        return {"unavailable": f"pymongoarrow.write failed: {type(e).__name__}: {e}"[:500],
-                "read_seconds": t_read, "schema": str(tbl.schema)[:500]}
+        return {
+            "unavailable": f"pymongoarrow.write failed: {type(e).__name__}: {e}"[:500],
+            "read_seconds": t_read,
+            "schema": str(tbl.schema)[:500],
+        }
     sec = time.perf_counter() - t0
     client.close()
-    return {"rows": tbl.num_rows, "seconds": sec, "read_seconds": t_read,
-            "inserted": res.raw_result.get("insertedCount")}
+    return {
+        "rows": tbl.num_rows,
+        "seconds": sec,
+        "read_seconds": t_read,
+        "inserted": res.raw_result.get("insertedCount"),
+    }
 
 
 BASELINES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {

@@ -61,7 +61,10 @@ WIDE_COLS: list[tuple[str, str, str]] = [
 
 # ~300 bytes of nested JSON text per row (objects, arrays, numbers, strings, bools, null).
 JSONB_COLS: list[tuple[str, str, str]] = [
-    ("doc", "jsonb", """jsonb_build_object(
+    (
+        "doc",
+        "jsonb",
+        """jsonb_build_object(
         'id', i,
         'name', 'user-' || left(md5(i::text), 10),
         'active', i % 2 = 0,
@@ -74,7 +77,8 @@ JSONB_COLS: list[tuple[str, str, str]] = [
         'orders', jsonb_build_array(
             jsonb_build_object('sku', 'SKU-' || (i % 5000), 'qty', i % 7, 'price', 19.99),
             jsonb_build_object('sku', 'SKU-' || (i % 3000), 'qty', 1, 'price', 5.5)),
-        'note', NULL)"""),
+        'note', NULL)""",
+    ),
 ]
 
 KINDS: dict[str, list[tuple[str, str, str]]] = {
@@ -94,8 +98,14 @@ def _marker(kind: str, rows: int) -> str:
     return f"parallelsync-bench kind={kind} rows={rows} v={LAYOUT_VERSION}"
 
 
-def ensure_table(dsn: str, kind: str, rows: int, name: str | None = None,
-                 force: bool = False, verbose: bool = True) -> str:
+def ensure_table(
+    dsn: str,
+    kind: str,
+    rows: int,
+    name: str | None = None,
+    force: bool = False,
+    verbose: bool = True,
+) -> str:
     """Create and fill the table unless an identical one already exists; return its name."""
     name = name or table_name(kind, rows)
     cols = KINDS[kind]
@@ -108,17 +118,21 @@ def ensure_table(dsn: str, kind: str, rows: int, name: str | None = None,
         ident = sql.Identifier(name)
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
         col_defs = sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t, _ in cols)
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t, _ in cols
+        )
         conn.execute(sql.SQL("CREATE TABLE {} (id int8 NOT NULL, {})").format(ident, col_defs))
         exprs = sql.SQL(", ").join(sql.SQL(e) for _, _, e in cols)
-        conn.execute(sql.SQL(
-            "INSERT INTO {} SELECT i, {} FROM generate_series(1, {}::int8) AS i"
-        ).format(ident, exprs, sql.Literal(rows)))
+        conn.execute(
+            sql.SQL("INSERT INTO {} SELECT i, {} FROM generate_series(1, {}::int8) AS i").format(
+                ident, exprs, sql.Literal(rows)
+            )
+        )
         # Adding the PK after the load builds the index in one sort instead of row by row.
         conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(ident))
         conn.execute(sql.SQL("VACUUM (FREEZE, ANALYZE) {}").format(ident))
-        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
-            ident, sql.Literal(_marker(kind, rows))))
+        conn.execute(
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(ident, sql.Literal(_marker(kind, rows)))
+        )
         if verbose:
             print(f"datagen: {name}: {rows} rows in {time.perf_counter() - t0:.1f} s", flush=True)
     return name
@@ -130,8 +144,9 @@ def main() -> None:
     ap.add_argument("--kind", choices=sorted(KINDS), default="mixed")
     ap.add_argument("--rows", type=int)
     ap.add_argument("--name", help="table name (default bench_<kind>[_<rows>])")
-    ap.add_argument("--force", action="store_true",
-                    help="recreate even if an identical table exists")
+    ap.add_argument(
+        "--force", action="store_true", help="recreate even if an identical table exists"
+    )
     args = ap.parse_args()
     dsn = args.dsn
     if dsn is None:

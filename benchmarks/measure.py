@@ -97,14 +97,25 @@ def last_json_line(text: str) -> dict[str, Any] | None:
     return None
 
 
-def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
-        server: psutil.Process | None = None, sink: psutil.Process | None = None) -> Sample:
+def run(
+    cmd: list[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    server: psutil.Process | None = None,
+    sink: psutil.Process | None = None,
+) -> Sample:
     """Run cmd to completion (killing its tree after `timeout` s) and measure it."""
     load = os.getloadavg()[0]  # other work on the box at start: explains outliers later
     srv0, sink0, cli0 = _tree_cpu(server, True), _tree_cpu(sink, False), _rusage_children()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     mon = _RssMonitor(proc.pid)
     mon.start()
     try:
@@ -119,10 +130,14 @@ def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
     srv1, sink1 = _tree_cpu(server, True), _tree_cpu(sink, False)
     mb = 1024 * 1024
     return Sample(
-        rc=proc.returncode, wall=wall, peak_rss_mb=mon.peak / mb,
+        rc=proc.returncode,
+        wall=wall,
+        peak_rss_mb=mon.peak / mb,
         per_process_peak_mb={k: round(v / mb, 1) for k, v in mon.per_proc.items()},
         cpu_client_s=_rusage_children() - cli0,
         cpu_server_s=None if srv0 is None or srv1 is None else srv1 - srv0,
         cpu_sink_s=None if sink0 is None or sink1 is None else sink1 - sink0,
-        result=last_json_line(out), stderr_tail=err[-2000:], extra={"loadavg_1m": load},
+        result=last_json_line(out),
+        stderr_tail=err[-2000:],
+        extra={"loadavg_1m": load},
     )

@@ -89,7 +89,8 @@ def start(keep: bool = False) -> PgServer:
         return PgServer(dsn=env, url=_url_from_dsn(env), stop=lambda: None, owned=False)
     if not (PG_BIN / "initdb").exists():
         raise RuntimeError(
-            f"no PostgreSQL binaries in {PG_BIN}: set {ENV_DSN} or PARALLELSYNC_PG_BIN")
+            f"no PostgreSQL binaries in {PG_BIN}: set {ENV_DSN} or PARALLELSYNC_PG_BIN"
+        )
 
     root = Path(tempfile.mkdtemp(prefix="psbench-pg-"))
     data = root / "data"
@@ -97,19 +98,49 @@ def start(keep: bool = False) -> PgServer:
         shutil.chown(root, "postgres", "postgres")
     os.chmod(root, 0o755)
     subprocess.run(
-        _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                      "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]),
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        _as_postgres(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     port = free_port()
-    conf = dict(BULK_SETTINGS, port=str(port), listen_addresses="'127.0.0.1'",
-                unix_socket_directories=f"'{root}'")
+    conf = dict(
+        BULK_SETTINGS,
+        port=str(port),
+        listen_addresses="'127.0.0.1'",
+        unix_socket_directories=f"'{root}'",
+    )
     with open(data / "postgresql.conf", "a") as f:
         f.writelines(f"{k} = {v}\n" for k, v in conf.items())
     subprocess.run(
-        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
-                      "-w", "-t", "60", "start"]),
-        check=True, stdout=subprocess.DEVNULL,
+        _as_postgres(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
 
     stopped = False
@@ -120,9 +151,12 @@ def start(keep: bool = False) -> PgServer:
             return
         stopped = True
         subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
-                          "stop"]),
-            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            _as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+            ),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         shutil.rmtree(root, ignore_errors=True)
 

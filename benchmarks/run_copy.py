@@ -32,8 +32,13 @@ import pgserver  # noqa: E402
 import report  # noqa: E402
 from report import Entry  # noqa: E402
 
-READ, PSQL, OLD, ROWS_BSON, CX = ("read limit", "psql \\copy", "old approach",
-                                  "rows+bson.encode", "connectorx+pymongoarrow")
+READ, PSQL, OLD, ROWS_BSON, CX = (
+    "read limit",
+    "psql \\copy",
+    "old approach",
+    "rows+bson.encode",
+    "connectorx+pymongoarrow",
+)
 # The old approach and the per-row Python baselines run at ~15-20 k rows/s: measuring them on
 # the whole table would take most of the run's time for no extra information (their cost per
 # row is flat), so by default they read only the first rows.
@@ -47,9 +52,18 @@ class Env:
     def __init__(self, unique_ids: bool) -> None:
         self.pg = pgserver.start()
         self.sink_proc = subprocess.Popen(
-            [sys.executable, str(HERE / "wiresink.py"), "--port", "0",
-             "--parent-pid", str(os.getpid()), *(["--unique-ids"] if unique_ids else [])],
-            stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                str(HERE / "wiresink.py"),
+                "--port",
+                "0",
+                "--parent-pid",
+                str(os.getpid()),
+                *(["--unique-ids"] if unique_ids else []),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.sink_proc.stdout is not None
         self.sink_uri = self.sink_proc.stdout.readline().strip()
         self.sink = psutil.Process(self.sink_proc.pid)
@@ -86,8 +100,9 @@ def build_entries(a: argparse.Namespace, env: Env, table: str, rows: int) -> lis
     want = set(a.baselines.split(",")) if a.baselines else set()
     for n in a.workers:
         if "read" in want:
-            out.append(Entry(READ, n, "read", _py(*base, "read_limit", *common, "--procs", str(n)),
-                             rows))
+            out.append(
+                Entry(READ, n, "read", _py(*base, "read_limit", *common, "--procs", str(n)), rows)
+            )
         if "psql" in want:
             out.append(Entry(PSQL, n, "read", _py(*base, "psql", *common, "--procs", str(n)), rows))
     if "old" in want:
@@ -96,19 +111,49 @@ def build_entries(a: argparse.Namespace, env: Env, table: str, rows: int) -> lis
         out.append(Entry(ROWS_BSON, 1, "baseline", _py(*base, "rows_bson", *slow), slow_rows))
     if "connectorx" in want:
         for n in a.workers:
-            out.append(Entry(CX, n, "baseline", _py(*base, "connectorx", *slow, "--url",
-                                                    env.pg.url, "--procs", str(n)), slow_rows))
+            out.append(
+                Entry(
+                    CX,
+                    n,
+                    "baseline",
+                    _py(*base, "connectorx", *slow, "--url", env.pg.url, "--procs", str(n)),
+                    slow_rows,
+                )
+            )
     for target in a.targets:
         uri = env.sink_uri if target == "wire" else "null:"
         for n in a.workers:
-            out.append(Entry(f"parallelsync {target}", n, "parallelsync",
-                             parallelsync_cmd(env.pg.dsn, table, uri, n), rows))
+            out.append(
+                Entry(
+                    f"parallelsync {target}",
+                    n,
+                    "parallelsync",
+                    parallelsync_cmd(env.pg.dsn, table, uri, n),
+                    rows,
+                )
+            )
     return out
 
 
 def parallelsync_cmd(dsn: str, table: str, uri: str, workers: int) -> list[str]:
-    return _py("-m", "parallelsync", "copy", "--source", dsn, "--table", table, "--target", uri,
-               "--db", "bench", "--collection", table, "--workers", str(workers), "--json")
+    return _py(
+        "-m",
+        "parallelsync",
+        "copy",
+        "--source",
+        dsn,
+        "--table",
+        table,
+        "--target",
+        uri,
+        "--db",
+        "bench",
+        "--collection",
+        table,
+        "--workers",
+        str(workers),
+        "--json",
+    )
 
 
 def run_entries(entries: list[Entry], env: Env, repeat: int, timeout: float) -> None:
@@ -121,10 +166,15 @@ def run_entries(entries: list[Entry], env: Env, repeat: int, timeout: float) -> 
             e.add(s)
             last = e.samples[-1]
             detail = json.dumps(s.result)[:300] if s.result else s.stderr_tail[-300:]
-            state = f"{last['rows_per_s']:,.0f} rows/s" if last["ok"] else \
-                f"FAILED rc={s.rc} {detail}"
-            print(f"[{rep + 1}/{repeat}] {e.name:<26} N={e.workers}  wall {s.wall:6.1f} s  "
-                  f"rss {s.peak_rss_mb:6.0f} MB  {state}", file=sys.stderr, flush=True)
+            state = (
+                f"{last['rows_per_s']:,.0f} rows/s" if last["ok"] else f"FAILED rc={s.rc} {detail}"
+            )
+            print(
+                f"[{rep + 1}/{repeat}] {e.name:<26} N={e.workers}  wall {s.wall:6.1f} s  "
+                f"rss {s.peak_rss_mb:6.0f} MB  {state}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def copy_bytes_per_row(entries: list[Entry]) -> float:
@@ -137,8 +187,14 @@ def copy_bytes_per_row(entries: list[Entry]) -> float:
 
 
 def parallelsync_available() -> str | None:
-    p = subprocess.run(_py("-m", "parallelsync", "copy", "--help"), capture_output=True,
-                       text=True, cwd=REPO, check=False, timeout=120)
+    p = subprocess.run(
+        _py("-m", "parallelsync", "copy", "--help"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=120,
+    )
     return None if p.returncode == 0 else (p.stderr or p.stdout)[-500:]
 
 
@@ -160,14 +216,22 @@ def main_suite(a: argparse.Namespace, env: Env) -> dict[str, Any]:
     run_entries(entries, env, a.repeat, a.timeout)
     bpr = copy_bytes_per_row(entries)
     rows_out = report.summarize(entries, bpr)
-    print(f"\n{table}: {rows:,} rows, {bpr * rows / 1e6:,.0f} MB as COPY BINARY "
-          f"({bpr:.0f} B/row); medians of {a.repeat}; slow baselines on the first "
-          f"{min(rows, a.slow_rows):,} rows")
+    print(
+        f"\n{table}: {rows:,} rows, {bpr * rows / 1e6:,.0f} MB as COPY BINARY "
+        f"({bpr:.0f} B/row); medians of {a.repeat}; slow baselines on the first "
+        f"{min(rows, a.slow_rows):,} rows"
+    )
     print(report.table(rows_out))
     print("\n" + report.markdown(rows_out))
-    return {"table": table, "kind": a.kind, "rows": rows, "copy_bytes_per_row": bpr,
-            "copy_bytes": bpr * rows, "summary": rows_out,
-            "entries": [vars(e) for e in entries]}
+    return {
+        "table": table,
+        "kind": a.kind,
+        "rows": rows,
+        "copy_bytes_per_row": bpr,
+        "copy_bytes": bpr * rows,
+        "summary": rows_out,
+        "entries": [vars(e) for e in entries],
+    }
 
 
 def scaling_suite(a: argparse.Namespace, env: Env) -> dict[str, Any]:
@@ -177,28 +241,56 @@ def scaling_suite(a: argparse.Namespace, env: Env) -> dict[str, Any]:
         table = datagen.ensure_table(env.pg.dsn, a.kind, size)
         for target in a.targets:
             uri = env.sink_uri if target == "wire" else "null:"
-            entries.append(Entry(f"parallelsync {target} {size:,}", 2, "parallelsync",
-                                 parallelsync_cmd(env.pg.dsn, table, uri, 2), size))
+            entries.append(
+                Entry(
+                    f"parallelsync {target} {size:,}",
+                    2,
+                    "parallelsync",
+                    parallelsync_cmd(env.pg.dsn, table, uri, 2),
+                    size,
+                )
+            )
     run_entries(entries, env, a.repeat, a.timeout)
     out = []
     for e in entries:
-        out.append({"name": e.name, "rows": e.rows, "rows_per_s": e.median("rows_per_s"),
-                    "wall_s": e.median("wall"), "peak_rss_mb": e.median("peak_rss_mb"),
-                    "error": e.error()})
-    fits = {t: _fit([(o["rows"], o["wall_s"]) for o in out
-                     if o["name"].startswith(f"parallelsync {t} ") and o["wall_s"]])
-            for t in a.targets}
+        out.append(
+            {
+                "name": e.name,
+                "rows": e.rows,
+                "rows_per_s": e.median("rows_per_s"),
+                "wall_s": e.median("wall"),
+                "peak_rss_mb": e.median("peak_rss_mb"),
+                "error": e.error(),
+            }
+        )
+    fits = {
+        t: _fit(
+            [
+                (o["rows"], o["wall_s"])
+                for o in out
+                if o["name"].startswith(f"parallelsync {t} ") and o["wall_s"]
+            ]
+        )
+        for t in a.targets
+    }
     print("\nscaling, workers=2 (medians):")
     print(f"{'name':<34} {'rows/s':>10} {'wall s':>8} {'peak RSS MB':>12}")
     for o in out:
-        print(f"{o['name']:<34} {report._f(o['rows_per_s'], ',.0f'):>10} "
-              f"{report._f(o['wall_s'], '.1f'):>8} {report._f(o['peak_rss_mb'], '.0f'):>12}"
-              + (f"  ERROR {o['error'][:80]}" if o["error"] else ""))
+        print(
+            f"{o['name']:<34} {report._f(o['rows_per_s'], ',.0f'):>10} "
+            f"{report._f(o['wall_s'], '.1f'):>8} {report._f(o['peak_rss_mb'], '.0f'):>12}"
+            + (f"  ERROR {o['error'][:80]}" if o["error"] else "")
+        )
     for t, f in fits.items():
         if f:
             print(f"{t}: wall ≈ {f['fixed_s']:.1f} s + {f['us_per_row']:.2f} µs/row")
-    return {"kind": a.kind, "sizes": a.sizes, "summary": out, "fits": fits,
-            "entries": [vars(e) for e in entries]}
+    return {
+        "kind": a.kind,
+        "sizes": a.sizes,
+        "summary": out,
+        "fits": fits,
+        "entries": [vars(e) for e in entries],
+    }
 
 
 def _fit(points: list[tuple[int, float]]) -> dict[str, float] | None:
@@ -222,18 +314,33 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     ap.add_argument("--four", action="store_true", help="also run with 4 workers")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--targets", type=lambda s: s.split(","), default=["null", "wire"],
-                    help="parallelsync targets: null (in-process discard), wire (wiresink)")
-    ap.add_argument("--baselines", default="read,psql,old,rows_bson,connectorx",
-                    help="comma list of read,psql,old,rows_bson,connectorx ('' for none)")
-    ap.add_argument("--slow-rows", type=int, default=DEFAULT_SLOW_ROWS,
-                    help="rows read by the old/rows_bson/connectorx baselines")
+    ap.add_argument(
+        "--targets",
+        type=lambda s: s.split(","),
+        default=["null", "wire"],
+        help="parallelsync targets: null (in-process discard), wire (wiresink)",
+    )
+    ap.add_argument(
+        "--baselines",
+        default="read,psql,old,rows_bson,connectorx",
+        help="comma list of read,psql,old,rows_bson,connectorx ('' for none)",
+    )
+    ap.add_argument(
+        "--slow-rows",
+        type=int,
+        default=DEFAULT_SLOW_ROWS,
+        help="rows read by the old/rows_bson/connectorx baselines",
+    )
     ap.add_argument("--scaling", action="store_true")
-    ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
-                    default=list(SCALING_SIZES))
-    ap.add_argument("--sink-unique-ids", action="store_true",
-                    help="the sink rejects duplicate _ids like a server, so a range that "
-                         "parallelsync retries is still counted right (costs sink CPU/memory)")
+    ap.add_argument(
+        "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=list(SCALING_SIZES)
+    )
+    ap.add_argument(
+        "--sink-unique-ids",
+        action="store_true",
+        help="the sink rejects duplicate _ids like a server, so a range that "
+        "parallelsync retries is still counted right (costs sink CPU/memory)",
+    )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per command")
     ap.add_argument("--name", help="results/<name>.json (default from kind and mode)")
     a = ap.parse_args()
@@ -252,9 +359,14 @@ def main() -> None:
         body = scaling_suite(a, env) if a.scaling else main_suite(a, env)
     finally:
         env.close()
-    payload = {"name": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)),
-               "elapsed_s": time.time() - t0, "machine": machine,
-               "config": {k: v for k, v in vars(a).items()}, **body}
+    payload = {
+        "name": name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)),
+        "elapsed_s": time.time() - t0,
+        "machine": machine,
+        "config": {k: v for k, v in vars(a).items()},
+        **body,
+    }
     print(f"\nwrote {write_json(name, payload)}")
 
 

@@ -28,8 +28,9 @@ def client() -> Iterator[MongoClient[dict[str, object]]]:
 
 def test_insert_many_raw_count_rename_drop(client: MongoClient[dict[str, object]]) -> None:
     assert client.admin.command("ping")["ok"] == 1.0
-    docs = [RawBSONDocument(bson.encode({"_id": i, "t": "x" * 30, "f": 1.5}))
-            for i in range(100_000)]
+    docs = [
+        RawBSONDocument(bson.encode({"_id": i, "t": "x" * 30, "f": 1.5})) for i in range(100_000)
+    ]
     coll = client.bench.tmp
     res = coll.insert_many(docs, ordered=False)
     assert res.acknowledged  # pymongo does not list _ids of raw documents; counts are below
@@ -53,8 +54,9 @@ def test_writes_and_errors(client: MongoClient[dict[str, object]]) -> None:
     c = client.bench.jobs
     r = c.update_one({"_id": "job1"}, {"$set": {"status": "RUNNING"}}, upsert=True)
     assert r.upserted_id == "job1"
-    doc = c.find_one_and_update({"_id": "lease"}, {"$set": {"owner": "me"}}, upsert=True,
-                                return_document=True)
+    doc = c.find_one_and_update(
+        {"_id": "lease"}, {"$set": {"owner": "me"}}, upsert=True, return_document=True
+    )
     assert doc == {"_id": "lease", "owner": "me"}
     assert c.delete_many({}).deleted_count == 2
     assert c.find_one({}) is None
@@ -80,7 +82,9 @@ def test_lease_like_control_documents(client: MongoClient[dict[str, object]]) ->
         return c.find_one_and_update(
             {"_id": "bench.t", "$or": [{"expires_at": {"$lt": now}}, {"job_id": job}]},
             {"$set": {"job_id": job, "expires_at": later}, "$inc": {"token": 1}},
-            upsert=True, return_document=ReturnDocument.AFTER)
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
 
     assert take("a") == {"_id": "bench.t", "job_id": "a", "expires_at": later, "token": 1}
     assert take("a")["token"] == 2  # type: ignore[index]
@@ -104,8 +108,9 @@ def test_unique_ids_reject_reinserts() -> None:
         docs = [RawBSONDocument(bson.encode({"_id": i, "s": "x"})) for i in range(1000)]
         coll.insert_many(docs, ordered=False)
         with pytest.raises(BulkWriteError) as exc:  # a retried range writes the same _ids again
-            coll.insert_many(docs[500:] + [RawBSONDocument(bson.encode({"_id": "new"}))] * 6,
-                             ordered=False)
+            coll.insert_many(
+                docs[500:] + [RawBSONDocument(bson.encode({"_id": "new"}))] * 6, ordered=False
+            )
         assert exc.value.details["nInserted"] == 1
         assert coll.count_documents({}) == 1001
         # per-range verification: integer _id ranges are counted from the remembered _ids

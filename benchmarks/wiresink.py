@@ -99,8 +99,9 @@ class SinkState:
             # a verification query costs ~0.1 s per million ids once and microseconds after.
             i64 = b"".join(k[5:] for k in ids if k[0] == 0x12 and len(k) == 13)
             i32 = b"".join(k[5:] for k in ids if k[0] == 0x10 and len(k) == 9)
-            arr = np.sort(np.concatenate([np.frombuffer(i64, "<i8"),
-                                          np.frombuffer(i32, "<i4").astype("<i8")]))
+            arr = np.sort(
+                np.concatenate([np.frombuffer(i64, "<i8"), np.frombuffer(i32, "<i4").astype("<i8")])
+            )
             cached = (len(ids), arr)
             self._sorted[ns] = cached
         arr = cached[1]
@@ -122,11 +123,21 @@ class SinkState:
 
     def delete_id_range(self, ns: str, ops: dict[str, Any]) -> int:
         """Forget integer _ids within the bounds (rare: a retried range); caller holds lock."""
-        tests = {"$gte": lambda a, b: a >= b, "$gt": lambda a, b: a > b,
-                 "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b}
+        tests = {
+            "$gte": lambda a, b: a >= b,
+            "$gt": lambda a, b: a > b,
+            "$lt": lambda a, b: a < b,
+            "$lte": lambda a, b: a <= b,
+        }
         ids = self.ids[ns]
-        gone = [k for k in ids if k[0] in (0x10, 0x12) and all(
-            tests[op](int.from_bytes(k[5:], "little", signed=True), v) for op, v in ops.items())]
+        gone = [
+            k
+            for k in ids
+            if k[0] in (0x10, 0x12)
+            and all(
+                tests[op](int.from_bytes(k[5:], "little", signed=True), v) for op, v in ops.items()
+            )
+        ]
         ids.difference_update(gone)
         self._sorted.pop(ns, None)
         return len(gone)
@@ -166,15 +177,15 @@ def id_keys(buf: memoryview, pos: int, end: int) -> list[bytes]:
     while pos < end:
         size = _unpack_i32(buf, pos)[0]
         v = pos + 9
-        if buf[pos + 5:v] == b"_id\x00":
+        if buf[pos + 5 : v] == b"_id\x00":
             t = buf[pos + 4]
             vl = _FIXED.get(t)
             if vl is None:
                 n = _unpack_i32(buf, v)[0]
                 vl = {0x02: 4 + n, 0x03: n, 0x04: n, 0x05: 5 + n}.get(t, size - 9)
-            keys.append(bytes(buf[pos + 4:v + vl]))
+            keys.append(bytes(buf[pos + 4 : v + vl]))
         else:
-            keys.append(bytes(buf[pos:pos + size]))
+            keys.append(bytes(buf[pos : pos + size]))
         pos += size
     return keys
 
@@ -188,8 +199,12 @@ def _cursor(ns: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _dup_key(ns: str, doc_id: Any) -> dict[str, Any]:
-    return {"index": 0, "code": 11000, "codeName": "DuplicateKey",
-            "errmsg": f"E11000 duplicate key error collection: {ns} dup key: {{ _id: {doc_id!r} }}"}
+    return {
+        "index": 0,
+        "code": 11000,
+        "codeName": "DuplicateKey",
+        "errmsg": f"E11000 duplicate key error collection: {ns} dup key: {{ _id: {doc_id!r} }}",
+    }
 
 
 class Commands:
@@ -201,17 +216,30 @@ class Commands:
 
     def hello(self, db: str, cmd: dict[str, Any], nseq: int) -> dict[str, Any]:
         return {
-            "helloOk": True, "ismaster": True, "isWritablePrimary": True,
-            "maxBsonObjectSize": MAX_BSON, "maxMessageSizeBytes": MAX_MESSAGE,
+            "helloOk": True,
+            "ismaster": True,
+            "isWritablePrimary": True,
+            "maxBsonObjectSize": MAX_BSON,
+            "maxMessageSizeBytes": MAX_MESSAGE,
             "maxWriteBatchSize": MAX_BATCH,
-            "localTime": dt.datetime.now(dt.UTC), "logicalSessionTimeoutMinutes": 30,
-            "connectionId": next(self.conn_ids), "minWireVersion": 0, "maxWireVersion": 21,
-            "readOnly": False, "ok": 1.0,
+            "localTime": dt.datetime.now(dt.UTC),
+            "logicalSessionTimeoutMinutes": 30,
+            "connectionId": next(self.conn_ids),
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+            "readOnly": False,
+            "ok": 1.0,
         }
 
     def build_info(self, db: str, cmd: dict[str, Any], nseq: int) -> dict[str, Any]:
-        return {"version": "7.0.0", "versionArray": [7, 0, 0, 0], "gitVersion": "wiresink",
-                "maxBsonObjectSize": MAX_BSON, "bits": 64, "ok": 1.0}
+        return {
+            "version": "7.0.0",
+            "versionArray": [7, 0, 0, 0],
+            "gitVersion": "wiresink",
+            "maxBsonObjectSize": MAX_BSON,
+            "bits": 64,
+            "ok": 1.0,
+        }
 
     def ok(self, db: str, cmd: dict[str, Any], nseq: int) -> dict[str, Any]:
         return {"ok": 1.0}
@@ -314,16 +342,21 @@ class Commands:
                 before = copy.deepcopy(found[0])
                 after = apply_update(found[0], cmd.get("update", {}), inserting=False)
                 st.store.put(ns, after)
-                return {"lastErrorObject": {"n": 1, "updatedExisting": True},
-                        "value": after if cmd.get("new") else before, "ok": 1.0}
+                return {
+                    "lastErrorObject": {"n": 1, "updatedExisting": True},
+                    "value": after if cmd.get("new") else before,
+                    "ok": 1.0,
+                }
             if cmd.get("upsert") and not cmd.get("remove"):
                 doc = st.upsert(ns, q, cmd.get("update", {}))
                 if doc is None:
                     e = _dup_key(ns, q.get("_id"))
                     return _err(e["code"], e["codeName"], e["errmsg"])
-                return {"lastErrorObject": {"n": 1, "updatedExisting": False,
-                                            "upserted": doc["_id"]},
-                        "value": doc if cmd.get("new") else None, "ok": 1.0}
+                return {
+                    "lastErrorObject": {"n": 1, "updatedExisting": False, "upserted": doc["_id"]},
+                    "value": doc if cmd.get("new") else None,
+                    "ok": 1.0,
+                }
         return {"lastErrorObject": {"n": 0, "updatedExisting": False}, "value": None, "ok": 1.0}
 
     def _count(self, ns: str, flt: dict[str, Any] | None) -> int:
@@ -363,22 +396,27 @@ class Commands:
     def find(self, db: str, cmd: dict[str, Any], nseq: int) -> dict[str, Any]:
         ns = f"{db}.{cmd['find']}"
         with self.state.lock:
-            docs = copy.deepcopy(self.state.store.find(ns, cmd.get("filter") or {},
-                                                       abs(cmd.get("limit", 0))))
+            docs = copy.deepcopy(
+                self.state.store.find(ns, cmd.get("filter") or {}, abs(cmd.get("limit", 0)))
+            )
         return _cursor(ns, docs)
 
     def get_more(self, db: str, cmd: dict[str, Any], nseq: int) -> dict[str, Any]:
-        return {"cursor": {"id": Int64(0), "ns": f"{db}.{cmd.get('collection')}",
-                           "nextBatch": []}, "ok": 1.0}
+        return {
+            "cursor": {"id": Int64(0), "ns": f"{db}.{cmd.get('collection')}", "nextBatch": []},
+            "ok": 1.0,
+        }
 
     def list_collections(self, db: str, cmd: dict[str, Any], nseq: int) -> dict[str, Any]:
         prefix = db + "."
         flt = cmd.get("filter") or {}
-        names = [ns[len(prefix):] for ns in list(self.state.counts) if ns.startswith(prefix)]
+        names = [ns[len(prefix) :] for ns in list(self.state.counts) if ns.startswith(prefix)]
         if isinstance(flt.get("name"), str):
             names = [n for n in names if n == flt["name"]]
-        batch = [{"name": n, "type": "collection", "options": {}, "info": {"readOnly": False}}
-                 for n in names]
+        batch = [
+            {"name": n, "type": "collection", "options": {}, "info": {"readOnly": False}}
+            for n in names
+        ]
         if cmd.get("nameOnly"):
             batch = [{"name": b["name"], "type": "collection"} for b in batch]
         return _cursor(f"{db}.$cmd.listCollections", batch)
@@ -398,8 +436,12 @@ class Commands:
             before = len(idx)
             names = {i["name"] for i in idx}
             idx.extend(dict(i, v=2) for i in cmd.get("indexes", []) if i.get("name") not in names)
-            return {"createdCollectionAutomatically": created, "numIndexesBefore": before,
-                    "numIndexesAfter": len(idx), "ok": 1.0}
+            return {
+                "createdCollectionAutomatically": created,
+                "numIndexesBefore": before,
+                "numIndexesAfter": len(idx),
+                "ok": 1.0,
+            }
 
     def create(self, db: str, cmd: dict[str, Any], nseq: int) -> dict[str, Any]:
         with self.state.lock:
@@ -437,25 +479,55 @@ class Commands:
 
     def sink_stats(self, db: str, cmd: dict[str, Any], nseq: int) -> dict[str, Any]:
         st = self.state
-        return {"counts": dict(st.counts), "totalDocs": st.total_docs,
-                "totalBytes": st.total_bytes, "messages": st.messages,
-                "connections": st.connections, "ok": 1.0}
+        return {
+            "counts": dict(st.counts),
+            "totalDocs": st.total_docs,
+            "totalBytes": st.total_bytes,
+            "messages": st.messages,
+            "connections": st.connections,
+            "ok": 1.0,
+        }
 
     def table(self) -> dict[str, Callable[[str, dict[str, Any], int], dict[str, Any]]]:
         t: dict[str, Callable[[str, dict[str, Any], int], dict[str, Any]]] = {
-            "hello": self.hello, "isMaster": self.hello, "ismaster": self.hello,
-            "buildInfo": self.build_info, "buildinfo": self.build_info,
-            "insert": self.insert, "update": self.update, "delete": self.delete,
-            "findAndModify": self.find_and_modify, "findandmodify": self.find_and_modify,
-            "count": self.count, "aggregate": self.aggregate, "find": self.find,
-            "getMore": self.get_more, "listCollections": self.list_collections,
-            "listIndexes": self.list_indexes, "createIndexes": self.create_indexes,
-            "create": self.create, "drop": self.drop, "dropDatabase": self.drop_database,
-            "renameCollection": self.rename_collection, "sinkStats": self.sink_stats,
+            "hello": self.hello,
+            "isMaster": self.hello,
+            "ismaster": self.hello,
+            "buildInfo": self.build_info,
+            "buildinfo": self.build_info,
+            "insert": self.insert,
+            "update": self.update,
+            "delete": self.delete,
+            "findAndModify": self.find_and_modify,
+            "findandmodify": self.find_and_modify,
+            "count": self.count,
+            "aggregate": self.aggregate,
+            "find": self.find,
+            "getMore": self.get_more,
+            "listCollections": self.list_collections,
+            "listIndexes": self.list_indexes,
+            "createIndexes": self.create_indexes,
+            "create": self.create,
+            "drop": self.drop,
+            "dropDatabase": self.drop_database,
+            "renameCollection": self.rename_collection,
+            "sinkStats": self.sink_stats,
         }
-        for name in ("ping", "endSessions", "killCursors", "dropIndexes", "getLastError",
-                     "serverStatus", "getParameter", "getCmdLineOpts", "saslStart",
-                     "abortTransaction", "commitTransaction", "configureFailPoint", "collMod"):
+        for name in (
+            "ping",
+            "endSessions",
+            "killCursors",
+            "dropIndexes",
+            "getLastError",
+            "serverStatus",
+            "getParameter",
+            "getCmdLineOpts",
+            "saslStart",
+            "abortTransaction",
+            "commitTransaction",
+            "configureFailPoint",
+            "collMod",
+        ):
             t[name] = self.ok
         return t
 
@@ -553,19 +625,20 @@ class _SinkServer(socketserver.ThreadingTCPServer):
             pos += 1
             size = _unpack_i32(view, pos)[0]
             if kind == 0:
-                cmd = bson.decode(view[pos:pos + size])
+                cmd = bson.decode(view[pos : pos + size])
             else:
                 # kind 1: int32 size, cstring identifier, then documents until size is used up.
                 ident_end = _cstring_end(view, pos + 4)
-                ident = view[pos + 4:ident_end]
+                ident = view[pos + 4 : ident_end]
                 k = count_sequence(view, ident_end + 1, pos + size) if ident == b"documents" else 0
                 if k > SMALL_INSERT or (k == 0 and ident == b"documents"):
                     nseq += k
                     if self.state.unique_ids:
                         cmd_ids.extend(id_keys(view, ident_end + 1, pos + size))
                 else:  # updates/deletes: few and small, and their content decides the reply
-                    seq[bytes(view[pos + 4:ident_end]).decode()] = bson.decode_all(
-                        view[ident_end + 1:pos + size])
+                    seq[bytes(view[pos + 4 : ident_end]).decode()] = bson.decode_all(
+                        view[ident_end + 1 : pos + size]
+                    )
             pos += size
         cmd.update(seq)
         if self.state.unique_ids and nseq:
@@ -581,7 +654,7 @@ class _SinkServer(socketserver.ThreadingTCPServer):
         full = bytes(view[4:name_end]).decode()
         pos = name_end + 1 + 8  # numberToSkip, numberToReturn
         size = _unpack_i32(view, pos)[0]
-        query = bson.decode(view[pos:pos + size])
+        query = bson.decode(view[pos : pos + size])
         if "$query" in query:
             query = query["$query"]
         query["$db"] = full.split(".", 1)[0]
@@ -593,8 +666,9 @@ class _SinkServer(socketserver.ThreadingTCPServer):
 def start_sink(port: int = 0, unique_ids: bool = False) -> tuple[str, Callable[[], None]]:
     """Serve in a background thread of this process; return (mongodb URI, stop function)."""
     srv = _SinkServer(port, unique_ids)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
-                         name="wiresink", daemon=True)
+    t = threading.Thread(
+        target=srv.serve_forever, kwargs={"poll_interval": 0.2}, name="wiresink", daemon=True
+    )
     t.start()
     uri = f"mongodb://127.0.0.1:{srv.server_address[1]}/?directConnection=true"
 
@@ -608,14 +682,22 @@ def start_sink(port: int = 0, unique_ids: bool = False) -> tuple[str, Callable[[
 def main() -> None:
     ap = argparse.ArgumentParser(description="discarding MongoDB wire-protocol sink (benchmarks)")
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
-    ap.add_argument("--max-seconds", type=float, default=3 * 3600,
-                    help="exit after this long no matter what (a forgotten sink stops by itself)")
-    ap.add_argument("--idle-seconds", type=float, default=900,
-                    help="exit after this long without a message")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=3 * 3600,
+        help="exit after this long no matter what (a forgotten sink stops by itself)",
+    )
+    ap.add_argument(
+        "--idle-seconds", type=float, default=900, help="exit after this long without a message"
+    )
     ap.add_argument("--parent-pid", type=int, help="exit when this process is gone")
-    ap.add_argument("--unique-ids", action="store_true",
-                    help="remember every _id and reject duplicates as a server would (retried "
-                         "ranges stay countable; ~70 bytes of memory per document)")
+    ap.add_argument(
+        "--unique-ids",
+        action="store_true",
+        help="remember every _id and reject duplicates as a server would (retried "
+        "ranges stay countable; ~70 bytes of memory per document)",
+    )
     args = ap.parse_args()
     srv = _SinkServer(args.port, args.unique_ids)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()

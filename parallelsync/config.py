@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from parallelsync.errors import UsageError
@@ -45,25 +45,75 @@ def _bool(v: str | bool) -> bool:
 
 
 COPY_OPTIONS: tuple[Option, ...] = (
-    Option("source", str, None, "PostgreSQL DSN (URI or key=value); the password may come from PGPASSWORD or ~/.pgpass"),
+    Option(
+        "source",
+        str,
+        None,
+        "PostgreSQL DSN (URI or key=value); the password may come from PGPASSWORD or ~/.pgpass",
+    ),
     Option("table", str, None, "source table as [schema.]table; quote mixed case: '\"Orders\"'"),
     Option("target", str, None, "MongoDB URI, or null: to discard documents (benchmarks)"),
     Option("db", str, None, "target database"),
     Option("collection", str, None, "target collection (default: the table name)"),
     Option("workers", int, 2, "worker processes"),
     Option("where", str, None, "SQL predicate to copy part of the table (trusted operator input)"),
-    Option("slot", str, None, "create this logical replication slot and record its consistent LSN", env=("SLOTNAME",)),
-    Option("stats_collection", str, "parallelsync_jobs", "collection for job statistics in the target database"),
+    Option(
+        "slot",
+        str,
+        None,
+        "create this logical replication slot and record its consistent LSN",
+        env=("SLOTNAME",),
+    ),
+    Option(
+        "stats_collection",
+        str,
+        "parallelsync_jobs",
+        "collection for job statistics in the target database",
+    ),
     Option("key", str, None, "comma-separated unique columns to use instead of the primary key"),
-    Option("ranges_per_worker", int, 4, "ranges planned per worker (more ranges balance skew better)"),
+    Option(
+        "ranges_per_worker", int, 4, "ranges planned per worker (more ranges balance skew better)"
+    ),
     Option("batch_rows", int, DEFAULT_BATCH_ROWS, "max documents per insert batch"),
     Option("batch_bytes", int, DEFAULT_BATCH_BYTES, "max COPY bytes per batch"),
-    Option("nulls", str, "null", "NULL columns become null, or are omitted", choices=("null", "omit")),
-    Option("uuid", str, "binary", "uuid as BSON binary subtype 4 or as a string", choices=("binary", "string")),
-    Option("numeric", str, "string", "numeric values beyond Decimal128's 34 digits", choices=("string", "double", "decimal")),
-    Option("infinity", str, "clamp", "±infinity dates/timestamps", choices=("clamp", "null", "string", "error")),
-    Option("json_keys", str, "keep", "json keys starting with $ or containing .", choices=("keep", "replace", "error")),
-    Option("verify", str, "count", "before the swap: per-range row counts, or counts and content checksums", choices=("count", "checksum")),
+    Option(
+        "nulls", str, "null", "NULL columns become null, or are omitted", choices=("null", "omit")
+    ),
+    Option(
+        "uuid",
+        str,
+        "binary",
+        "uuid as BSON binary subtype 4 or as a string",
+        choices=("binary", "string"),
+    ),
+    Option(
+        "numeric",
+        str,
+        "string",
+        "numeric values beyond Decimal128's 34 digits",
+        choices=("string", "double", "decimal"),
+    ),
+    Option(
+        "infinity",
+        str,
+        "clamp",
+        "±infinity dates/timestamps",
+        choices=("clamp", "null", "string", "error"),
+    ),
+    Option(
+        "json_keys",
+        str,
+        "keep",
+        "json keys starting with $ or containing .",
+        choices=("keep", "replace", "error"),
+    ),
+    Option(
+        "verify",
+        str,
+        "count",
+        "before the swap: per-range row counts, or counts and content checksums",
+        choices=("count", "checksum"),
+    ),
     Option("resume", str, None, "continue a copy whose coordinator died: a job id, or 'last'"),
     Option(
         "changed_rows_collection",
@@ -72,10 +122,25 @@ COPY_OPTIONS: tuple[Option, ...] = (
         "with --slot: after the swap, write one document per row changed during the copy into "
         "this collection (downstream refresh jobs)",
     ),
-    Option("progress_seconds", float, 5.0, "seconds between progress lines when stderr is not a terminal"),
-    Option("max_attempts", int, 3,
-           "attempts per range on transient errors (lost connection, dead worker) before failing"),
-    Option("oversize", str, "fail", "documents over 16 MiB: fail the run, or skip them (recorded in the job document)", choices=("fail", "skip")),
+    Option(
+        "progress_seconds",
+        float,
+        5.0,
+        "seconds between progress lines when stderr is not a terminal",
+    ),
+    Option(
+        "max_attempts",
+        int,
+        3,
+        "attempts per range on transient errors (lost connection, dead worker) before failing",
+    ),
+    Option(
+        "oversize",
+        str,
+        "fail",
+        "documents over 16 MiB: fail the run, or skip them (recorded in the job document)",
+        choices=("fail", "skip"),
+    ),
 )
 
 
@@ -106,7 +171,7 @@ class CopyConfig:
     oversize: str = "fail"
     max_attempts: int = 3
     # The `[mapping]` table of the config file (file only: it is structured).
-    mapping: MappingConfig = MappingConfig()
+    mapping: MappingConfig = field(default_factory=MappingConfig)
 
     @property
     def null_target(self) -> bool:
@@ -139,7 +204,8 @@ def merge(
     unknown = sorted(set(file) - known)
     if unknown:
         raise UsageError(
-            f"unsupported config key(s): {', '.join(unknown)}; supported: {', '.join(sorted(known))}"
+            f"unsupported config key(s): {', '.join(unknown)}; "
+            f"supported: {', '.join(sorted(known))}"
         )
     out: dict[str, Any] = {}
     for opt in options:
@@ -174,7 +240,8 @@ def build_copy_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = No
     for required in ("source", "table", "target"):
         if not values[required]:
             raise UsageError(
-                f"--{required} is required (or PARALLELSYNC_{required.upper()} / config key {required!r})"
+                f"--{required} is required "
+                f"(or PARALLELSYNC_{required.upper()} / config key {required!r})"
             )
     if not values["db"] and not str(values["target"]).startswith("null:"):
         raise UsageError("--db is required: the target database name")

@@ -86,8 +86,12 @@ class RangeState:
     def doc(self) -> dict[str, Any]:
         d = self.rng.describe()
         d.update(
-            status=self.status, attempts=self.attempts, rows=self.rows, bytes=self.bytes,
-            seconds=round(self.seconds, 3), error=self.error,
+            status=self.status,
+            attempts=self.attempts,
+            rows=self.rows,
+            bytes=self.bytes,
+            seconds=round(self.seconds, 3),
+            error=self.error,
         )
         if self.digest is not None:
             d["checksum"] = self.digest.as_doc()
@@ -99,8 +103,12 @@ class RangeState:
         """A range as an earlier (dead) run recorded it; values are only for display."""
         lower = None if d.get("lower") is None else tuple(d["lower"])
         upper = None if d.get("upper") is None else tuple(d["upper"])
-        rng = KeyRange(int(d["id"]), d.get("kind", "key"), lower, upper, int(d.get("estimated_rows", 0)))
-        st = cls(rng, str(d["query"]), attempts=int(d.get("attempts", 0)), id_filter=d.get("id_filter"))
+        rng = KeyRange(
+            int(d["id"]), d.get("kind", "key"), lower, upper, int(d.get("estimated_rows", 0))
+        )
+        st = cls(
+            rng, str(d["query"]), attempts=int(d.get("attempts", 0)), id_filter=d.get("id_filter")
+        )
         if d.get("status") == "DONE":
             st.status, st.rows, st.bytes = "DONE", int(d.get("rows", 0)), int(d.get("bytes", 0))
             st.seconds = float(d.get("seconds", 0.0))
@@ -129,11 +137,20 @@ class Result:
 
     def as_json(self) -> dict[str, Any]:
         out = {
-            "status": self.status, "job_id": self.job_id, "rows": self.rows, "docs": self.docs,
-            "bytes": self.bytes, "seconds": round(self.seconds, 3),
+            "status": self.status,
+            "job_id": self.job_id,
+            "rows": self.rows,
+            "docs": self.docs,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows / self.seconds, 1) if self.seconds > 0 else None,
-            "consistent_lsn": self.consistent_lsn, "slot": self.slot, "snapshot": self.snapshot,
-            "target": self.target, "workers": self.workers, "ranges": self.ranges, "error": self.error,
+            "consistent_lsn": self.consistent_lsn,
+            "slot": self.slot,
+            "snapshot": self.snapshot,
+            "target": self.target,
+            "workers": self.workers,
+            "ranges": self.ranges,
+            "error": self.error,
         }
         out.update(self.extra)
         return out
@@ -221,7 +238,9 @@ class CopyJob:
     # ---------------------------------------------------------------- the whole job
     def run(self) -> Result:
         cfg = self.cfg
-        result = Result("FAILED", self.job_id, target=f"{cfg.db}.{cfg.collection}", workers=cfg.workers)
+        result = Result(
+            "FAILED", self.job_id, target=f"{cfg.db}.{cfg.collection}", workers=cfg.workers
+        )
         self.abort.install()
         try:
             table, proj, pg = self._preflight()
@@ -237,13 +256,19 @@ class CopyJob:
             finally:
                 pg.close()
             result.job_id = self.job_id
-            result.consistent_lsn, result.slot, result.snapshot = snap.consistent_lsn, self.slot, snap.name
+            result.consistent_lsn, result.slot, result.snapshot = (
+                snap.consistent_lsn,
+                self.slot,
+                snap.name,
+            )
             result.ranges = len(states)
             progress = Progress(estimated, cfg.progress_seconds)
             progress.add(sum(s.rows for s in states), sum(s.bytes for s in states))
             self._run_workers(proj, snap, states, progress)
             progress.done()
-            expected = self._resume_catch_up(table, proj, snap) if self.resumed is not None else None
+            expected = (
+                self._resume_catch_up(table, proj, snap) if self.resumed is not None else None
+            )
             result.rows = sum(s.rows for s in states)
             result.bytes = sum(s.bytes for s in states)
             if expected is not None:
@@ -253,7 +278,9 @@ class CopyJob:
             result.seconds = time.monotonic() - self.started
             self.stats.finish(
                 FINISHED,
-                self._totals(states, result) | {"target_count": result.docs} | self._skipped_doc(result),
+                self._totals(states, result)
+                | {"target_count": result.docs}
+                | self._skipped_doc(result),
             )
             if self.holder is not None:
                 self.holder.close()  # keep the slot: change capture resumes from it
@@ -263,7 +290,11 @@ class CopyJob:
                 result.extra["changed_rows"] = self._emit_changed_rows(proj, snap)
             return result
         except (ParallelSyncError, KeyboardInterrupt) as exc:
-            err = exc if isinstance(exc, ParallelSyncError) else Aborted("stopped by a second interrupt")
+            err = (
+                exc
+                if isinstance(exc, ParallelSyncError)
+                else Aborted("stopped by a second interrupt")
+            )
             status = ABORTED if isinstance(err, Aborted) else FAILED
             result.status, result.error, result.exit_code = status, str(err), err.exit_code
             result.seconds = time.monotonic() - self.started
@@ -293,7 +324,8 @@ class CopyJob:
                 check_logical(pg)
                 if not cfg.resume and slot_exists(pg, cfg.slot):
                     raise SourceError(
-                        f"replication slot {cfg.slot!r} already exists: another job or consumer uses "
+                        f"replication slot {cfg.slot!r} already exists: another job or consumer "
+                        "uses "
                         "it; choose another --slot, or drop the abandoned one with "
                         f"SELECT pg_drop_replication_slot('{cfg.slot}')"
                     )
@@ -308,7 +340,9 @@ class CopyJob:
         try:
             pg.execute(q)
         except psycopg.Error as exc:
-            raise UsageError(f"invalid --where {self.cfg.where!r}: {clean(exc, self.cfg.source)}") from None
+            raise UsageError(
+                f"invalid --where {self.cfg.where!r}: {clean(exc, self.cfg.source)}"
+            ) from None
 
     def _open_target(self) -> None:
         cfg = self.cfg
@@ -339,18 +373,24 @@ class CopyJob:
                 self.log(f"removed stale temp collection {name} left by an earlier run")
 
     def _open_snapshot(self, table: TableInfo, proj: Projection) -> Snapshot:
-        if self.cfg.slot and proj.key and proj.key == table.primary_key:
-            # Publish the table under the slot's name before the slot exists, so the slot can
-            # tell a later resume which rows changed (tables without a primary key are not
-            # published: a publication would make their UPDATEs fail for lack of replica identity).
-            if resume.ensure_publication(self.cfg.source, table, self.cfg.slot):
-                self.publication = self.cfg.slot
+        # Publish the table under the slot's name before the slot exists, so the slot can tell a
+        # later resume which rows changed (tables without a primary key are not published: a
+        # publication would make their UPDATEs fail for lack of replica identity).
+        if (
+            self.cfg.slot
+            and proj.key
+            and proj.key == table.primary_key
+            and resume.ensure_publication(self.cfg.source, table, self.cfg.slot)
+        ):
+            self.publication = self.cfg.slot
         self.holder = SnapshotHolder(self.cfg.source, self.cfg.slot)
         return self.holder.open()
 
     def _states(self, table: TableInfo, proj: Projection, plan: Plan) -> list[RangeState]:
         return [
-            RangeState(r, self._copy_query(table, proj, r), id_filter=verify.mongo_filter(r, proj.layout))
+            RangeState(
+                r, self._copy_query(table, proj, r), id_filter=verify.mongo_filter(r, proj.layout)
+            )
             for r in plan.ranges
         ]
 
@@ -361,11 +401,14 @@ class CopyJob:
         assert job is not None and self.db is not None
         if job.get("fingerprint") != resume.fingerprint(table, proj, cfg):
             raise UsageError(
-                f"job {self.job_id} copied a different table, filter, key or mapping: resume it with "
+                f"job {self.job_id} copied a different table, filter, key or mapping: "
+                "resume it with "
                 "the same options it was started with"
             )
         if self.temp not in self.db.list_collection_names(filter={"name": self.temp}):
-            raise UsageError(f"job {self.job_id}'s temp collection {self.temp} is gone: start a new copy")
+            raise UsageError(
+                f"job {self.job_id}'s temp collection {self.temp} is gone: start a new copy"
+            )
         old = job.get("snapshot") or {}
         self.slot, self.publication = old.get("slot"), job.get("publication")
         states = [RangeState.from_doc(d) for d in job.get("ranges", [])]
@@ -389,15 +432,21 @@ class CopyJob:
         done = sum(1 for s in states if s.status == "DONE")
         self.log(
             f"resuming job {self.job_id}: {done} of {len(states)} ranges already copied; "
-            + ("changes since the first snapshot will be applied from the slot" if exact
-               else "no slot: finished ranges keep the first snapshot (per-range consistency)")
+            + (
+                "changes since the first snapshot will be applied from the slot"
+                if exact
+                else "no slot: finished ranges keep the first snapshot (per-range consistency)"
+            )
         )
         self.stats = JobStats(self.db[cfg.stats_collection], self.job_id)
-        self.stats.update({
-            "resumes": int(job.get("resumes", 0)) + 1, "resumed_at": dt.datetime.now(dt.UTC),
-            "consistency": "snapshot" if exact else "per-range",
-            "snapshot_resumed": {"name": snap.name, "consistent_lsn": snap.consistent_lsn},
-        })
+        self.stats.update(
+            {
+                "resumes": int(job.get("resumes", 0)) + 1,
+                "resumed_at": dt.datetime.now(dt.UTC),
+                "consistency": "snapshot" if exact else "per-range",
+                "snapshot_resumed": {"name": snap.name, "consistent_lsn": snap.consistent_lsn},
+            }
+        )
         estimated = int((job.get("plan") or {}).get("estimated_rows", 0))
         return snap, states, estimated
 
@@ -411,14 +460,18 @@ class CopyJob:
         if not (self.slot and self.publication and snap.consistent_lsn):
             return None
         with connect(self.cfg.source, autocommit=True) as conn:
-            changes = resume.changed_keys(conn, self.slot, snap.consistent_lsn, self.publication, proj.key)
+            changes = resume.changed_keys(
+                conn, self.slot, snap.consistent_lsn, self.publication, proj.key
+            )
             import_snapshot(conn, snap.name)
             n, _ = resume.apply_changes(conn, table, proj, self.cfg, changes, self.db[self.temp])
             expected = resume.count_rows(conn, table, self.cfg.where)
             conn.execute("ROLLBACK")
         self.caught_up = n
         self.log(f"applied {n} rows changed between the first snapshot and the resume")
-        self.stats.update({"snapshot.consistent_lsn": snap.consistent_lsn, "resume_changed_rows": n})
+        self.stats.update(
+            {"snapshot.consistent_lsn": snap.consistent_lsn, "resume_changed_rows": n}
+        )
         return expected
 
     def _emit_changed_rows(self, proj: Projection, snap: Snapshot) -> int | None:
@@ -429,7 +482,9 @@ class CopyJob:
         cfg = self.cfg
         target = cfg.changed_rows_collection
         if not (target and self.slot and self.publication and self.db is not None):
-            self.log("--changed-rows-collection needs --slot on a table with a primary key; skipped")
+            self.log(
+                "--changed-rows-collection needs --slot on a table with a primary key; skipped"
+            )
             return None
         with connect(cfg.source, autocommit=True) as conn:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
@@ -486,21 +541,35 @@ class CopyJob:
         return q.as_string(None)
 
     def _create_stats(
-        self, table: TableInfo, proj: Projection, plan: Plan, snap: Snapshot, states: list[RangeState]
+        self,
+        table: TableInfo,
+        proj: Projection,
+        plan: Plan,
+        snap: Snapshot,
+        states: list[RangeState],
     ) -> None:
         cfg = self.cfg
         self.stats.create(
             {
                 "source": {
-                    "dsn": redact_dsn(cfg.source), "schema": table.schema, "table": table.name,
-                    "filter": cfg.where, "key": list(plan.key),
+                    "dsn": redact_dsn(cfg.source),
+                    "schema": table.schema,
+                    "table": table.name,
+                    "filter": cfg.where,
+                    "key": list(plan.key),
                 },
                 "target": {
-                    "uri": redact_uri(cfg.target), "db": cfg.db, "collection": cfg.collection,
+                    "uri": redact_uri(cfg.target),
+                    "db": cfg.db,
+                    "collection": cfg.collection,
                     "temp": self.temp,
                 },
                 "workers": cfg.workers,
-                "snapshot": {"name": snap.name, "consistent_lsn": snap.consistent_lsn, "slot": snap.slot},
+                "snapshot": {
+                    "name": snap.name,
+                    "consistent_lsn": snap.consistent_lsn,
+                    "slot": snap.slot,
+                },
                 "plan": {"method": plan.method, "estimated_rows": plan.estimated_rows},
                 "ranges": [s.doc() for s in states],
                 "fingerprint": resume.fingerprint(table, proj, cfg),
@@ -523,9 +592,16 @@ class CopyJob:
         cfg = self.cfg
         ctx = mp.get_context("spawn")
         setup = WorkerSetup(
-            job_id=self.job_id, source_dsn=cfg.source, snapshot=snap.name, layout=proj.layout,
-            target_uri=cfg.target, db=cfg.db, temp_collection=self.temp,
-            batch_rows=cfg.batch_rows, batch_bytes=cfg.batch_bytes, oversize=cfg.oversize,
+            job_id=self.job_id,
+            source_dsn=cfg.source,
+            snapshot=snap.name,
+            layout=proj.layout,
+            target_uri=cfg.target,
+            db=cfg.db,
+            temp_collection=self.temp,
+            batch_rows=cfg.batch_rows,
+            batch_bytes=cfg.batch_bytes,
+            oversize=cfg.oversize,
             checksum=self.checksum or cfg.verify == "checksum",
         )
         results = _Inbox(ctx)
@@ -538,7 +614,12 @@ class CopyJob:
             nonlocal next_wid
             wid, next_wid = next_wid, next_wid + 1
             inbox = ctx.Queue()
-            proc = ctx.Process(target=worker_main, args=(wid, setup, inbox, results.new(wid)), name=f"parallelsync-worker-{wid}", daemon=True)
+            proc = ctx.Process(
+                target=worker_main,
+                args=(wid, setup, inbox, results.new(wid)),
+                name=f"parallelsync-worker-{wid}",
+                daemon=True,
+            )
             proc.start()
             self.procs[wid], inboxes[wid], assigned[wid] = proc, inbox, None
 
@@ -615,10 +696,8 @@ class CopyJob:
                 inboxes[wid].put(RangeTask(st.rng.id, st.attempts, st.query))
             if all(s.status == "DONE" for s in states):
                 break
-            try:
+            with contextlib.suppress(queue.Empty):
                 handle(results.get(timeout=0.2))
-            except queue.Empty:
-                pass
             # Workers that died without a word (killed, crashed, or exited after a transient error).
             for wid, proc in list(self.procs.items()):
                 if proc.is_alive():
@@ -629,11 +708,16 @@ class CopyJob:
                 rid = assigned.get(wid)
                 self._retire(wid, ready, assigned)
                 if rid is not None:
-                    fail_range(by_id[rid], WorkerDied(f"worker process {wid} exited with code {proc.exitcode}"))
+                    fail_range(
+                        by_id[rid],
+                        WorkerDied(f"worker process {wid} exited with code {proc.exitcode}"),
+                    )
             remaining = sum(1 for s in states if s.status != "DONE")
             while len(self.procs) < min(cfg.workers, remaining):
                 if spawn_budget <= 0:
-                    raise WorkerDied("workers keep dying before they can start; see the messages above")
+                    raise WorkerDied(
+                        "workers keep dying before they can start; see the messages above"
+                    )
                 spawn_budget -= 1
                 spawn()
             progress.tick()
@@ -693,7 +777,9 @@ class CopyJob:
             raise
         if cfg.verify == "checksum" and self.caught_up:
             # Digests were taken as ranges were copied, before the catch-up rewrote changed rows.
-            self.log("checksums skipped: the resume rewrote changed rows; run `parallelsync verify`")
+            self.log(
+                "checksums skipped: the resume rewrote changed rows; run `parallelsync verify`"
+            )
         elif cfg.verify == "checksum":
             self._verify_checksums(states, proj)
         specs = finalize.existing_secondary_indexes(self.db, cfg.collection)
@@ -701,7 +787,9 @@ class CopyJob:
         if self.abort.requested:
             raise Aborted("the job was interrupted before the swap; the target is unchanged")
         if self.lease is not None and not self.lease.still_held():
-            raise TargetError("the target lease was taken by another job before the swap; nothing was swapped")
+            raise TargetError(
+                "the target lease was taken by another job before the swap; nothing was swapped"
+            )
         finalize.swap(self.db, self.temp, cfg.collection)
         self.temp_created = False
         return docs
@@ -711,10 +799,17 @@ class CopyJob:
         triples = [(s.rng.id, s.id_filter, s.digest or Digest()) for s in states]
         checks, src, tgt = verify.compare(self.db[self.temp], triples)
         bad = [c.range_id for c in checks if c.target is not None and not c.equal]
-        self.stats.update({"verify": {
-            "mode": "checksum", "source": src.as_doc(), "target": tgt.as_doc(),
-            "per_range": all(c.target is not None for c in checks), "differing_ranges": bad,
-        }})
+        self.stats.update(
+            {
+                "verify": {
+                    "mode": "checksum",
+                    "source": src.as_doc(),
+                    "target": tgt.as_doc(),
+                    "per_range": all(c.target is not None for c in checks),
+                    "differing_ranges": bad,
+                }
+            }
+        )
         if bad or src.count != tgt.count or src.total != tgt.total:
             where = f"ranges {bad}" if bad else "the collection as a whole"
             raise VerifyError(
@@ -747,7 +842,9 @@ class CopyJob:
             "elapsed": round(result.seconds, 3),
             "rates": {
                 "rows_per_second": round(result.rows / result.seconds, 1) if result.seconds else 0,
-                "mb_per_second": round(result.bytes / result.seconds / 1e6, 2) if result.seconds else 0,
+                "mb_per_second": round(result.bytes / result.seconds / 1e6, 2)
+                if result.seconds
+                else 0,
             },
             "source_count": result.rows,
         }
@@ -763,4 +860,6 @@ class CopyJob:
             drop_slot(self.cfg.source, self.slot)
         if self.publication:
             resume.drop_publication(self.cfg.source, self.publication)
-        self.stats.finish(status, {"error": error, "elapsed": round(time.monotonic() - self.started, 3)})
+        self.stats.finish(
+            status, {"error": error, "elapsed": round(time.monotonic() - self.started, 3)}
+        )

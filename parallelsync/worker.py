@@ -15,6 +15,7 @@ Messages to the coordinator are plain tuples (cheap to pickle):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -79,7 +80,9 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
         results.put(("fatal", wid, exc))
         return
     except psycopg.Error as exc:
-        results.put(("fatal", wid, classify(exc, setup.source_dsn, "importing the snapshot failed")))
+        results.put(
+            ("fatal", wid, classify(exc, setup.source_dsn, "importing the snapshot failed"))
+        )
         return
     except Exception as exc:  # report, never die silently
         results.put(("fatal", wid, ParallelSyncError(f"worker start failed: {exc!r}")))
@@ -100,7 +103,9 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
                     break  # the connection may be broken: the coordinator starts a fresh worker
                 continue
             except Exception as exc:
-                results.put(("failed", wid, task.range_id, ParallelSyncError(f"internal error: {exc!r}")))
+                results.put(
+                    ("failed", wid, task.range_id, ParallelSyncError(f"internal error: {exc!r}"))
+                )
                 break
             elapsed = time.monotonic() - start
             if isinstance(encoder, SkippingEncoder):  # --oversize skip (issue 3)
@@ -126,7 +131,9 @@ class _Writer:
         self._sink = sink
         self._allow = allow_duplicates
         self._report = report
-        self._queue: queue.Queue[tuple[list[bytes], int, int] | None] = queue.Queue(WRITE_QUEUE_DEPTH)
+        self._queue: queue.Queue[tuple[list[bytes], int, int] | None] = queue.Queue(
+            WRITE_QUEUE_DEPTH
+        )
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
@@ -156,10 +163,8 @@ class _Writer:
 
     def abandon(self) -> None:
         self.error = self.error or RuntimeError("abandoned")
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
-        except queue.Full:
-            pass
 
     def _check(self) -> None:
         if self.error is not None:
