@@ -57,7 +57,7 @@ from parallelsync.source.snapshot import (
 from parallelsync.target import finalize
 from parallelsync.target.client import connect as mongo_connect
 from parallelsync.target.lock import Lease
-from parallelsync.target.stats import ABORTED, FAILED, FINISHED, JobStats
+from parallelsync.target.stats import ABORTED, FAILED, FINISHED, RUNNING, JobStats
 from parallelsync.worker import RangeTask, WorkerSetup, worker_main
 
 LOCK_COLLECTION = "parallelsync_locks"
@@ -371,6 +371,25 @@ class CopyJob:
             if name.startswith(prefix) and name != self.temp:
                 finalize.drop_quietly(self.db, name)
                 self.log(f"removed stale temp collection {name} left by an earlier run")
+        # Job documents of this target still saying RUNNING belong to dead coordinators too
+        # (we hold the lease); their temp collections are gone, so they can no longer be resumed.
+        with contextlib.suppress(PyMongoError):
+            self.db[self.cfg.stats_collection].update_many(
+                {
+                    "target.db": self.cfg.db,
+                    "target.collection": self.cfg.collection,
+                    "status": RUNNING,
+                    "_id": {"$ne": self.job_id},
+                },
+                {
+                    "$set": {
+                        "status": FAILED,
+                        "error": "abandoned: its coordinator died; "
+                        f"job {self.job_id} took over the target",
+                        "finished_at": dt.datetime.now(dt.UTC),
+                    }
+                },
+            )
 
     def _open_snapshot(self, table: TableInfo, proj: Projection) -> Snapshot:
         # Publish the table under the slot's name before the slot exists, so the slot can tell a

@@ -281,7 +281,8 @@ def test_mongodb_down_for_good_fails_cleanly(
     assert "MongoDB" in run.stderr and "Traceback" not in run.stderr
     assert list(mongo_db.items.find().sort("_id")) == before
     # The job document could not be marked FAILED while the server was down.
-    assert only_job(mongo_db)["status"] in ("RUNNING", "FAILED")
+    first = only_job(mongo_db)
+    assert first["status"] in ("RUNNING", "FAILED")
     # Neither could the temp be dropped nor the lease released while the server was down. The
     # lease blocks the target until it expires (60 s); pretend that time has passed. Then the next
     # run takes the lease over and removes the temp.
@@ -293,8 +294,13 @@ def test_mongodb_down_for_good_fails_cleanly(
         expire = {"$set": {"expires_at": past}}
         mongo_db.parallelsync_locks.update_one({"_id": lease["_id"]}, expire)
     run2 = run_cli(*copy_items(pg_dsn, mongo_uri, mongo_db))
-    finished_job(mongo_db, run2)
+    second = finished_job(mongo_db, run2)
     assert_target_equals_source(pg_conn, mongo_db)
+    # Whatever the first job's document said, it is not left RUNNING once its temp is gone.
+    old_job = mongo_db.parallelsync_jobs.find_one({"_id": first["_id"]})
+    assert old_job is not None and old_job["status"] == "FAILED"
+    if first["status"] == "RUNNING":
+        assert f"job {second['_id']} took over the target" in old_job["error"]
 
 
 def test_terminal_error_fails_at_once_without_retry(
