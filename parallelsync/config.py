@@ -52,7 +52,13 @@ COPY_OPTIONS: tuple[Option, ...] = (
         "PostgreSQL DSN (URI or key=value); the password may come from PGPASSWORD or ~/.pgpass",
     ),
     Option("table", str, None, "source table as [schema.]table; quote mixed case: '\"Orders\"'"),
-    Option("target", str, None, "MongoDB URI, or null: to discard documents (benchmarks)"),
+    Option(
+        "target",
+        str,
+        None,
+        "MongoDB URI; file:DIR writes DIR/<collection>.bson (mongorestore format); "
+        "null: discards documents (benchmarks)",
+    ),
     Option("db", str, None, "target database"),
     Option("collection", str, None, "target collection (default: the table name)"),
     Option("workers", int, 2, "worker processes"),
@@ -177,6 +183,10 @@ class CopyConfig:
     def null_target(self) -> bool:
         return self.target.startswith("null:")
 
+    @property
+    def file_target(self) -> bool:
+        return self.target.startswith("file:")
+
 
 def load_file(path: str | None) -> dict[str, Any]:
     if not path:
@@ -243,7 +253,7 @@ def build_copy_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = No
                 f"--{required} is required "
                 f"(or PARALLELSYNC_{required.upper()} / config key {required!r})"
             )
-    if not values["db"] and not str(values["target"]).startswith("null:"):
+    if not values["db"] and not str(values["target"]).startswith(("null:", "file:")):
         raise UsageError("--db is required: the target database name")
     if values["workers"] < 1:
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")

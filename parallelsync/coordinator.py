@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import multiprocessing as mp
 import multiprocessing.connection
+import os
 import queue
 import random
 import secrets
@@ -54,7 +55,7 @@ from parallelsync.source.snapshot import (
     import_snapshot,
     slot_exists,
 )
-from parallelsync.target import finalize
+from parallelsync.target import bsonfile, finalize
 from parallelsync.target.client import connect as mongo_connect
 from parallelsync.target.lock import Lease
 from parallelsync.target.stats import ABORTED, FAILED, FINISHED, RUNNING, JobStats
@@ -238,9 +239,10 @@ class CopyJob:
     # ---------------------------------------------------------------- the whole job
     def run(self) -> Result:
         cfg = self.cfg
-        result = Result(
-            "FAILED", self.job_id, target=f"{cfg.db}.{cfg.collection}", workers=cfg.workers
-        )
+        shown = f"{cfg.db}.{cfg.collection}"
+        if cfg.file_target:
+            shown = str(bsonfile.target_dir(cfg.target) / f"{cfg.collection}.bson")
+        result = Result("FAILED", self.job_id, target=shown, workers=cfg.workers)
         self.abort.install()
         try:
             table, proj, pg = self._preflight()
@@ -347,6 +349,11 @@ class CopyJob:
     def _open_target(self) -> None:
         cfg = self.cfg
         if cfg.null_target:
+            return
+        if cfg.file_target:
+            directory = bsonfile.target_dir(cfg.target)
+            if not directory.is_dir() or not os.access(directory, os.W_OK):
+                raise UsageError(f"--target {cfg.target}: {directory} is not a writable directory")
             return
         self.client = mongo_connect(cfg.target)
         self.db = self.client[cfg.db]
@@ -780,6 +787,14 @@ class CopyJob:
 
     # ---------------------------------------------------------------- the end
     def _finalize(self, rows: int, states: list[RangeState], proj: Projection) -> int:
+        if self.cfg.file_target:
+            directory = bsonfile.target_dir(self.cfg.target)
+            parts = bsonfile.temp_dir(directory, self.temp)
+            if rows == 0:
+                parts.mkdir(exist_ok=True)  # an empty table gives an empty file
+            final = bsonfile.assemble(directory, self.cfg.collection, parts, rows)
+            self.log(f"wrote {final}")
+            return rows
         if self.db is None:
             return rows  # null: target
         cfg = self.cfg
@@ -870,6 +885,8 @@ class CopyJob:
 
     def _cleanup_failed(self, status: str, error: str) -> None:
         self._stop_workers()
+        if self.cfg.file_target:
+            bsonfile.discard(bsonfile.temp_dir(bsonfile.target_dir(self.cfg.target), self.temp))
         if self.db is not None and self.temp_created:
             finalize.drop_quietly(self.db, self.temp)
         if self.holder is not None:

@@ -34,6 +34,7 @@ from parallelsync.oversize import SkippingEncoder
 from parallelsync.source.connect import classify, connect
 from parallelsync.source.copystream import copy_batches
 from parallelsync.source.snapshot import import_snapshot
+from parallelsync.target import bsonfile
 from parallelsync.target.client import connect as mongo_connect
 from parallelsync.target.sink import MongoSink, NullSink, Sink
 from parallelsync.transcode.encoder import DocumentEncoder
@@ -121,6 +122,9 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
 def make_sink(setup: WorkerSetup) -> Sink:
     if setup.target_uri.startswith("null:"):
         return NullSink()
+    if setup.target_uri.startswith(bsonfile.PREFIX):
+        directory = bsonfile.target_dir(setup.target_uri)
+        return bsonfile.FileSink(bsonfile.temp_dir(directory, setup.temp_collection))
     return MongoSink(mongo_connect(setup.target_uri), setup.db, setup.temp_collection)
 
 
@@ -184,6 +188,7 @@ def copy_range(
     def report(rows: int, nbytes: int) -> None:
         results.put(("progress", wid, task.range_id, rows, nbytes))
 
+    sink.begin_range(task.range_id)
     writer = _Writer(sink, task.attempt > 1, report)
     total_rows = total_bytes = 0
     batches = copy_batches(conn, task.query, setup.source_dsn, setup.batch_rows, setup.batch_bytes)
@@ -192,6 +197,7 @@ def copy_range(
             total_rows += _flush(encoder, buf, start, writer, digest)
             total_bytes += len(buf) - start
         writer.finish()
+        sink.end_range()  # durable before "done": the coordinator may assemble right after
     except BaseException:
         writer.abandon()
         batches.close()  # cancels a COPY still streaming

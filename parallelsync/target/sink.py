@@ -14,12 +14,20 @@ DUPLICATE_KEY = 11000
 
 
 class Sink(Protocol):
+    def begin_range(self, range_id: int) -> None: ...
+    def end_range(self) -> None: ...
     def insert(self, docs: list[bytes], *, allow_duplicates: bool) -> int: ...
     def close(self) -> None: ...
 
 
 class NullSink:
     """Discards documents: measures everything but the MongoDB write."""
+
+    def begin_range(self, range_id: int) -> None:
+        pass
+
+    def end_range(self) -> None:
+        pass
 
     def insert(self, docs: list[bytes], *, allow_duplicates: bool) -> int:
         return len(docs)
@@ -45,6 +53,12 @@ class MongoSink:
     server). The insert command is MongoDB's documented write command; RawBSONDocument is
     pymongo's public type for pre-encoded documents.
     """
+
+    def begin_range(self, range_id: int) -> None:
+        pass
+
+    def end_range(self) -> None:
+        pass
 
     def __init__(self, client: MongoClient[Any], db: str, collection: str) -> None:
         self._client = client
