@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def build_entries(a: argparse.Namespace, env: Env, table: str, rows: int) -> lis
                 )
             )
     for target in a.targets:
-        uri = env.sink_uri if target == "wire" else "null:"
+        uri = target_uri(env, target)
         for n in a.workers:
             out.append(
                 Entry(
@@ -133,6 +134,17 @@ def build_entries(a: argparse.Namespace, env: Env, table: str, rows: int) -> lis
                 )
             )
     return out
+
+
+def target_uri(env: Env, target: str) -> str:
+    """null: discards in the worker; wire: the wiresink over TCP; file: a .bson file on disk."""
+    if target == "wire":
+        return env.sink_uri
+    if target == "file":
+        directory = Path(tempfile.gettempdir()) / "parallelsync-bench-file"
+        directory.mkdir(exist_ok=True)
+        return f"file:{directory}"
+    return "null:"
 
 
 def parallelsync_cmd(dsn: str, table: str, uri: str, workers: int) -> list[str]:
@@ -240,7 +252,7 @@ def scaling_suite(a: argparse.Namespace, env: Env) -> dict[str, Any]:
     for size in a.sizes:
         table = datagen.ensure_table(env.pg.dsn, a.kind, size)
         for target in a.targets:
-            uri = env.sink_uri if target == "wire" else "null:"
+            uri = target_uri(env, target)
             entries.append(
                 Entry(
                     f"parallelsync {target} {size:,}",
@@ -318,7 +330,7 @@ def parse_args() -> argparse.Namespace:
         "--targets",
         type=lambda s: s.split(","),
         default=["null", "wire"],
-        help="parallelsync targets: null (in-process discard), wire (wiresink)",
+        help="parallelsync targets: null (in-process discard), wire (wiresink), file (.bson file)",
     )
     ap.add_argument(
         "--baselines",
