@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare a target collection with the source now (counts and checksums per range)",
     )
     _add_options(verify, COPY_OPTIONS)
+    from parallelsync.status import STATUS_OPTIONS
+
+    status = sub.add_parser("status", help="list the job documents of a target, newest first")
+    _add_options(status, STATUS_OPTIONS)
+    status.add_argument("--job", help="show this job's whole document")
+    status.add_argument("--limit", type=int, default=10, help="how many jobs to list (default 10)")
     return parser
 
 
@@ -86,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from parallelsync.commands import run_plan
 
             return run_plan(build_copy_config(cli), as_json=args.json)
+        if args.command == "status":
+            from parallelsync.status import run_status
+
+            return run_status(cli, as_json=args.json)
         if args.command == "verify":
             from parallelsync.commands import run_verify
 

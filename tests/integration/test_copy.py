@@ -440,3 +440,22 @@ def test_module_and_console_script_agree() -> None:
     b = run_cli("--version")
     assert a.returncode == 0 and b.rc == 0
     assert a.stdout.strip() == b.stdout.strip() == "parallelsync 0.1.0"
+
+
+def test_status_lists_the_jobs_of_a_target(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    pg_conn.execute("CREATE TABLE tiny (id int4 PRIMARY KEY, v text)")
+    pg_conn.execute("INSERT INTO tiny SELECT g, 'v' FROM generate_series(1, 30) g")
+    ok = run_cli(*copy_args(pg_dsn, "tiny", mongo_uri, mongo_db.name, "--json"))
+    bad = run_cli(*copy_args(pg_dsn, "tiny", mongo_uri, mongo_db.name, "--where", "1/0 = 1"))
+    assert ok.rc == 0 and bad.rc != 0
+    listing = run_cli("status", "--target", mongo_uri, "--db", mongo_db.name, "--json")
+    assert listing.rc == 0, listing.stderr
+    jobs = __import__("json").loads(listing.stdout)
+    assert jobs[-1]["_id"] == ok.json["job_id"] and jobs[-1]["status"] == "FINISHED"
+    assert jobs[-1]["totals"]["rows"] == 30
+    text = run_cli("status", "--target", mongo_uri, "--db", mongo_db.name, "--collection", "tiny")
+    assert f"{ok.json['job_id']}  FINISHED  {mongo_db.name}.tiny  rows 30" in text.stdout
+    one = run_cli("status", "--target", mongo_uri, "--db", mongo_db.name, "--job", "nope")
+    assert one.rc == 2 and "no job nope" in one.stderr
