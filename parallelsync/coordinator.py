@@ -513,6 +513,11 @@ class CopyJob:
             )
             return None
         with connect(cfg.source, autocommit=True) as conn:
+            # Commits made with synchronous_commit=off may not be flushed yet, and decoding only
+            # sees flushed WAL. A synchronous commit of our own flushes everything before it.
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = on")
+                conn.execute("SELECT pg_current_xact_id()")
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
             upto = str(row[0]) if row else snap.consistent_lsn or "0/0"
             changes = resume.changed_keys(conn, self.slot, upto, self.publication, proj.key)
