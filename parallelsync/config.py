@@ -18,7 +18,10 @@ from parallelsync.errors import UsageError
 from parallelsync.mapping_config import MappingConfig, parse_mapping
 
 # Batches bounded by rows and bytes: 10k rows or 8 MiB of COPY data, whichever comes first, keeps
-# per-worker memory flat (a few batches in flight) while amortising per-batch overhead.
+# per-worker memory flat (a few batches in flight) while amortising per-batch overhead. Measured
+# on the 9-column bench table (1 worker, medians of 3 interleaved runs): 2k, 5k and 10k rows are
+# within 5 % of each other to null: and to the wire sink, 50k is ~10 % slower; 10k keeps the
+# round trips few on networks with real latency.
 DEFAULT_BATCH_ROWS = 10_000
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 
