@@ -33,6 +33,8 @@ from bson.int64 import Int64
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script or imported
 from sinkstore import DocStore, apply_update, upsert_seed
 
+from parallelsync.target.lock import pid_alive
+
 OP_REPLY = 1
 OP_QUERY = 2004
 OP_MSG = 2013
@@ -704,20 +706,10 @@ def main() -> None:
     print(f"mongodb://127.0.0.1:{srv.server_address[1]}/", flush=True)
     deadline = time.monotonic() + args.max_seconds
     while time.monotonic() < deadline and time.monotonic() - srv.last_activity < args.idle_seconds:
-        if args.parent_pid and not _alive(args.parent_pid):
+        if args.parent_pid and not pid_alive(args.parent_pid):
             break
         time.sleep(0.5)
     srv.shutdown()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 if __name__ == "__main__":
