@@ -46,6 +46,7 @@ from parallelsync.redact import redact_dsn, redact_uri
 from parallelsync.source.catalog import TableInfo, resolve_table
 from parallelsync.source.connect import clean, connect
 from parallelsync.source.planner import KeyRange, Plan, plan_ranges
+from parallelsync.source.predicates import user_filter
 from parallelsync.source.snapshot import (
     Snapshot,
     SnapshotHolder,
@@ -213,6 +214,22 @@ class _Inbox:
         return self.get_nowait()
 
 
+def _stats_fields(
+    states: list[RangeState], rows: int, docs: int, nbytes: int, seconds: float, progress: float
+) -> dict[str, Any]:
+    """The job document's running figures, the same while running and at the end."""
+    return {
+        "ranges": [s.doc() for s in states],
+        "totals": {"rows": rows, "docs": docs, "bytes": nbytes},
+        "progress": progress,
+        "elapsed": round(seconds, 3),
+        "rates": {
+            "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0,
+            "mb_per_second": round(nbytes / seconds / 1e6, 2) if seconds > 0 else 0,
+        },
+    }
+
+
 class CopyJob:
     def __init__(self, cfg: CopyConfig, log: Any = None) -> None:
         self.cfg = cfg
@@ -337,8 +354,9 @@ class CopyJob:
         return table, proj, pg
 
     def _check_where(self, pg: psycopg.Connection[Any], table: TableInfo) -> None:
-        where = self.cfg.where or "true"
-        q = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE ({})").format(table.ident, sql.SQL(where))
+        q = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE {}").format(
+            table.ident, user_filter(self.cfg.where)
+        )
         try:
             pg.execute(q)
         except psycopg.Error as exc:
@@ -565,7 +583,7 @@ class CopyJob:
     def _copy_query(self, table: TableInfo, proj: Projection, rng: KeyRange) -> str:
         cond = rng.predicate(proj.key)
         if self.cfg.where:
-            cond = sql.SQL("({}) AND ({})").format(cond, sql.SQL(self.cfg.where))
+            cond = sql.SQL("({}) AND {}").format(cond, user_filter(self.cfg.where))
         q = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT BINARY)").format(
             proj.select_list, table.ident, cond
         )
@@ -778,17 +796,9 @@ class CopyJob:
         self.procs.clear()
 
     def _stats_progress(self, states: list[RangeState], progress: Progress) -> None:
+        rows, nbytes = sum(s.rows for s in states), sum(s.bytes for s in states)
         elapsed = time.monotonic() - self.started
-        rows = sum(s.rows for s in states)
-        self.stats.update(
-            {
-                "ranges": [s.doc() for s in states],
-                "totals": {"rows": rows, "docs": rows, "bytes": sum(s.bytes for s in states)},
-                "progress": progress.fraction(),
-                "elapsed": round(elapsed, 3),
-                "rates": {"rows_per_second": round(rows / elapsed, 1) if elapsed > 0 else 0},
-            }
-        )
+        self.stats.update(_stats_fields(states, rows, rows, nbytes, elapsed, progress.fraction()))
 
     # ---------------------------------------------------------------- the end
     def _finalize(self, rows: int, states: list[RangeState], proj: Projection) -> int:
@@ -874,19 +884,9 @@ class CopyJob:
         return {"skipped": entries, "skipped_count": count}
 
     def _totals(self, states: list[RangeState], result: Result) -> dict[str, Any]:
-        return {
-            "ranges": [s.doc() for s in states],
-            "totals": {"rows": result.rows, "docs": result.docs, "bytes": result.bytes},
-            "progress": 1.0,
-            "elapsed": round(result.seconds, 3),
-            "rates": {
-                "rows_per_second": round(result.rows / result.seconds, 1) if result.seconds else 0,
-                "mb_per_second": round(result.bytes / result.seconds / 1e6, 2)
-                if result.seconds
-                else 0,
-            },
-            "source_count": result.rows,
-        }
+        r = result
+        fields = _stats_fields(states, r.rows, r.docs, r.bytes, r.seconds, 1.0)
+        return fields | {"source_count": r.rows}
 
     def _cleanup_failed(self, status: str, error: str) -> None:
         self._stop_workers()

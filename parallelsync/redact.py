@@ -7,14 +7,16 @@ import re
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 # The password runs to the LAST '@' of the authority: an unescaped '@' in it must not leave a tail.
-_URI_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*)(?::[^/?#]*)?@", re.I)
+_URI_USERINFO = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*)(?P<password>:[^/?#]*)?@", re.I
+)
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
 
 def redact_uri(uri: str) -> str:
     """`scheme://user:secret@host` -> `scheme://user:***@host`; query-string passwords too."""
     out = _URI_USERINFO.sub(
-        lambda m: f"{m['scheme']}{m['user']}:***@" if m.group(0).count(":") > 1 else m.group(0), uri
+        lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"] else m.group(0), uri
     )
     out = re.sub(
         r"([?&](?:password|sslpassword|tlsCertificateKeyFilePassword)=)[^&]*",

@@ -35,6 +35,7 @@ from parallelsync.mapping import Projection
 from parallelsync.source.catalog import TableInfo
 from parallelsync.source.connect import clean, connect
 from parallelsync.source.copystream import copy_batches
+from parallelsync.source.predicates import user_filter
 from parallelsync.target.stats import ABORTED, FAILED, FINISHED, RUNNING
 from parallelsync.transcode.encoder import DocumentEncoder
 
@@ -183,7 +184,7 @@ def apply_changes(
         )
     encoder = DocumentEncoder(proj.layout)
     key = proj.key
-    where = sql.SQL("") if not cfg.where else sql.SQL(" AND ({})").format(sql.SQL(cfg.where))
+    where = user_filter(cfg.where)
     lhs = sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in key))
     typed = sql.SQL(", ").join(
         sql.SQL("u.{}::{}").format(sql.Identifier(f"c{i}"), sql.SQL(table.column(k).type_sql))
@@ -201,7 +202,8 @@ def apply_changes(
             for d in _documents(conn, ids_q.as_string(None), encoder, cfg.source)
         ]
         rows_q = sql.SQL(
-            "COPY (SELECT {} FROM {} WHERE {} IN (SELECT {} FROM {}){}) TO STDOUT (FORMAT BINARY)"
+            "COPY (SELECT {} FROM {} WHERE {} IN (SELECT {} FROM {}) AND {}) "
+            "TO STDOUT (FORMAT BINARY)"
         ).format(proj.select_list, table.ident, lhs, typed, _unnest(table, key, chunk), where)
         docs = _documents(conn, rows_q.as_string(None), encoder, cfg.source)
         try:
@@ -216,8 +218,8 @@ def apply_changes(
 
 def count_rows(conn: psycopg.Connection[Any], table: TableInfo, where: str | None) -> int:
     """The one full count a resume with catch-up needs (under the new snapshot)."""
-    cond = sql.SQL("") if not where else sql.SQL(" WHERE ({})").format(sql.SQL(where))
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(table.ident, cond)).fetchone()
+    q = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table.ident, user_filter(where))
+    row = conn.execute(q).fetchone()
     return int(row[0]) if row else 0
 
 

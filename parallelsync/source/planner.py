@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from parallelsync.source.catalog import TableInfo
+from parallelsync.source.predicates import user_filter
 
 # A sample of this many keys per planned range keeps the boundary error well under 10 % of a
 # range, while the sample itself stays cheap (tens of thousands of keys at most).
@@ -144,13 +145,13 @@ def _sample_keys(
 ) -> tuple[list[tuple[Any, ...]], float, str]:
     want = min(MAX_SAMPLE, max(MIN_SAMPLE, nranges * SAMPLE_KEYS_PER_RANGE))
     cols = sql.SQL(", ").join(sql.Identifier(k) for k in key)
-    filt = sql.SQL("") if not where else sql.SQL(" WHERE ({})").format(sql.SQL(where))
+    filt = user_filter(where)
     if (
         table.relpages <= FULL_SCAN_PAGES
         or table.reltuples <= 0
         or table.relkind not in ("r", "p", "m")
     ):
-        q = sql.SQL("SELECT {} FROM {}{} ORDER BY {}").format(cols, table.ident, filt, cols)
+        q = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(cols, table.ident, filt, cols)
         rows = conn.execute(q).fetchall()
         keys = [tuple(r) for r in rows]
         if len(keys) > want:
@@ -160,9 +161,9 @@ def _sample_keys(
         return keys, 1.0, "all keys"
     pct = min(100.0, 100.0 * want / table.reltuples)
     # SYSTEM sampling reads only the chosen blocks: cheap on very large tables.
-    q = sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM ({}) REPEATABLE (42){} ORDER BY {}").format(
-        cols, table.ident, sql.Literal(pct), filt, cols
-    )
+    q = sql.SQL(
+        "SELECT {} FROM {} TABLESAMPLE SYSTEM ({}) REPEATABLE (42) WHERE {} ORDER BY {}"
+    ).format(cols, table.ident, sql.Literal(pct), filt, cols)
     keys = [tuple(r) for r in conn.execute(q).fetchall()]
     return keys, pct / 100.0, f"TABLESAMPLE SYSTEM ({pct:.4g}%)"
 

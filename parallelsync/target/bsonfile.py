@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from parallelsync.errors import TargetError, UsageError
+from parallelsync.errors import TargetError, UsageError, VerifyError
 
 PREFIX = "file:"
 
@@ -85,8 +85,6 @@ def assemble(directory: Path, collection: str, parts: Path, expected_rows: int) 
             out.flush()
             os.fsync(out.fileno())
         if count != expected_rows:
-            from parallelsync.errors import VerifyError
-
             raise VerifyError(
                 f"the assembled file holds {count} documents but {expected_rows} rows were read; "
                 f"{final} is unchanged"

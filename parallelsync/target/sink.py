@@ -54,18 +54,18 @@ class MongoSink:
     pymongo's public type for pre-encoded documents.
     """
 
-    def begin_range(self, range_id: int) -> None:
-        pass
-
-    def end_range(self) -> None:
-        pass
-
     def __init__(self, client: MongoClient[Any], db: str, collection: str) -> None:
         self._client = client
         self._db = client[db]
         self._name = collection
         wc = client.write_concern
         self._write_concern = None if wc.is_server_default else wc.document
+
+    def begin_range(self, range_id: int) -> None:
+        pass  # documents carry their _id: a collection needs no per-range bookkeeping
+
+    def end_range(self) -> None:
+        pass
 
     def insert(self, docs: list[bytes], *, allow_duplicates: bool) -> int:
         """Insert raw BSON documents; returns how many were inserted.
