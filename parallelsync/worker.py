@@ -37,6 +37,7 @@ from parallelsync.source.snapshot import import_snapshot
 from parallelsync.target import bsonfile
 from parallelsync.target.client import connect as mongo_connect
 from parallelsync.target.sink import MongoSink, NullSink, Sink
+from parallelsync.transcode.batch import EncodedBatch
 from parallelsync.transcode.encoder import DocumentEncoder
 from parallelsync.transcode.model import Layout
 
@@ -135,9 +136,7 @@ class _Writer:
         self._sink = sink
         self._allow = allow_duplicates
         self._report = report
-        self._queue: queue.Queue[tuple[list[bytes], int, int] | None] = queue.Queue(
-            WRITE_QUEUE_DEPTH
-        )
+        self._queue: queue.Queue[tuple[EncodedBatch, int] | None] = queue.Queue(WRITE_QUEUE_DEPTH)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
@@ -149,16 +148,16 @@ class _Writer:
                 return
             if self.error is not None:
                 continue  # drain so the reader never blocks on a dead writer
-            docs, rows, nbytes = item
+            batch, nbytes = item
             try:
-                self._sink.insert(docs, allow_duplicates=self._allow)
-                self._report(rows, nbytes)
+                self._sink.insert(batch, allow_duplicates=self._allow)
+                self._report(batch.rows, nbytes)
             except BaseException as exc:
                 self.error = exc
 
-    def put(self, docs: list[bytes], rows: int, nbytes: int) -> None:
+    def put(self, batch: EncodedBatch, nbytes: int) -> None:
         self._check()
-        self._queue.put((docs, rows, nbytes))
+        self._queue.put((batch, nbytes))
 
     def finish(self) -> None:
         self._queue.put(None)
@@ -210,10 +209,9 @@ def _flush(
 ) -> int:
     batch = encoder.encode(buf, start)
     if batch.rows:
-        docs = batch.documents()
         if digest is not None:
-            digest.add_all(docs)
-        writer.put(docs, batch.rows, batch.end - start)
+            digest.add_all(batch.documents())
+        writer.put(batch, batch.end - start)
     return batch.rows
 
 

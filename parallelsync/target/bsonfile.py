@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from parallelsync.errors import TargetError, UsageError, VerifyError
+from parallelsync.transcode.batch import EncodedBatch
 
 PREFIX = "file:"
 
@@ -56,13 +57,13 @@ class FileSink:
             self._file.close()
             self._file = None
 
-    def insert(self, docs: list[bytes], *, allow_duplicates: bool) -> int:
+    def insert(self, batch: EncodedBatch, *, allow_duplicates: bool) -> int:
         assert self._file is not None, "begin_range first"
         try:
-            self._file.writelines(docs)
+            self._file.write(batch.data)
         except OSError as exc:
             raise TargetError(f"writing {self._file.name} failed: {exc}") from None
-        return len(docs)
+        return batch.rows
 
     def close(self) -> None:
         self.end_range()
