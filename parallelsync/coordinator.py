@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import multiprocessing as mp
-import multiprocessing.connection
 import os
 import queue
 import random
@@ -41,6 +39,7 @@ from parallelsync.errors import (
 )
 from parallelsync.mapping import Projection, build_projection, check_projection
 from parallelsync.oversize import MAX_SKIPPED_ENTRIES
+from parallelsync.pool import WorkerPool
 from parallelsync.progress import Progress
 from parallelsync.redact import redact_dsn, redact_uri
 from parallelsync.source.catalog import TableInfo, resolve_table
@@ -60,7 +59,7 @@ from parallelsync.target import bsonfile, finalize
 from parallelsync.target.client import connect as mongo_connect
 from parallelsync.target.lock import Lease
 from parallelsync.target.stats import ABORTED, FAILED, FINISHED, RUNNING, JobStats
-from parallelsync.worker import RangeTask, WorkerSetup, worker_main
+from parallelsync.worker import RangeTask, WorkerSetup
 
 LOCK_COLLECTION = "parallelsync_locks"
 # Job-document updates at most this often: the stats write must stay negligible next to the copy.
@@ -179,41 +178,6 @@ class _AbortFlag:
         self.requested = True
 
 
-class _Inbox:
-    """The workers' messages, through one queue per worker.
-
-    A `multiprocessing.Queue` guards its pipe with one lock shared by every writer: a worker
-    SIGKILLed in the middle of a put would hold it forever and silence all the other workers (the
-    coordinator would wait for ever). With a queue per worker, a killed worker only breaks its own.
-    Same interface as the queue it replaces: `get(timeout)` / `get_nowait()`, raising queue.Empty.
-    """
-
-    def __init__(self, ctx: Any) -> None:
-        self._ctx = ctx
-        self._queues: dict[int, Any] = {}
-        self._buffer: list[tuple[Any, ...]] = []
-
-    def new(self, wid: int) -> Any:
-        q = self._ctx.Queue()
-        self._queues[wid] = q
-        return q
-
-    def get_nowait(self) -> tuple[Any, ...]:
-        if not self._buffer:
-            for q in list(self._queues.values()):
-                with contextlib.suppress(queue.Empty):
-                    self._buffer.append(q.get_nowait())
-        if not self._buffer:
-            raise queue.Empty
-        return self._buffer.pop(0)
-
-    def get(self, timeout: float) -> tuple[Any, ...]:
-        if not self._buffer:
-            readers = [q._reader for q in self._queues.values()]
-            multiprocessing.connection.wait(readers, timeout)
-        return self.get_nowait()
-
-
 def _stats_fields(
     states: list[RangeState], rows: int, docs: int, nbytes: int, seconds: float, progress: float
 ) -> dict[str, Any]:
@@ -243,7 +207,7 @@ class CopyJob:
         self.stats = JobStats(None, self.job_id)
         self.temp = finalize.temp_name(cfg.collection, self.job_id)
         self.temp_created = False
-        self.procs: dict[int, Any] = {}
+        self.pool = WorkerPool()
         self.started = time.monotonic()
         # --oversize skip (issue 3): range id -> (skipped count, first entries {_id, size}).
         self.skipped: dict[int, tuple[int, list[dict[str, Any]]]] = {}
@@ -262,6 +226,8 @@ class CopyJob:
         result = Result("FAILED", self.job_id, target=shown, workers=cfg.workers)
         self.abort.install()
         try:
+            # The workers warm up (imports, numba kernels) while the snapshot and plan are made.
+            self.pool.prestart(cfg.workers)
             table, proj, pg = self._preflight()
             try:
                 self._open_target()
@@ -639,7 +605,7 @@ class CopyJob:
         self, proj: Projection, snap: Snapshot, states: list[RangeState], progress: Progress
     ) -> None:
         cfg = self.cfg
-        ctx = mp.get_context("spawn")
+        pool = self.pool
         setup = WorkerSetup(
             job_id=self.job_id,
             source_dsn=cfg.source,
@@ -653,24 +619,11 @@ class CopyJob:
             oversize=cfg.oversize,
             checksum=self.checksum or cfg.verify == "checksum",
         )
-        results = _Inbox(ctx)
-        inboxes: dict[int, Any] = {}
         assigned: dict[int, int | None] = {}
         ready: set[int] = set()
-        next_wid = 0
 
         def spawn() -> None:
-            nonlocal next_wid
-            wid, next_wid = next_wid, next_wid + 1
-            inbox = ctx.Queue()
-            proc = ctx.Process(
-                target=worker_main,
-                args=(wid, setup, inbox, results.new(wid)),
-                name=f"parallelsync-worker-{wid}",
-                daemon=True,
-            )
-            proc.start()
-            self.procs[wid], inboxes[wid], assigned[wid] = proc, inbox, None
+            assigned[pool.spawn(setup)] = None
 
         by_id = {s.rng.id: s for s in states}
         last_stats = 0.0
@@ -695,7 +648,7 @@ class CopyJob:
 
         def handle(msg: tuple[Any, ...]) -> None:
             kind, wid = msg[0], msg[1]
-            if wid not in self.procs:
+            if wid not in pool.procs:
                 return  # a retired worker's late words: its range was already rescheduled
             if kind == "ready":
                 ready.add(wid)
@@ -723,7 +676,7 @@ class CopyJob:
         def drain() -> None:
             while True:
                 try:
-                    handle(results.get_nowait())
+                    handle(pool.results.get_nowait())
                 except queue.Empty:
                     return
 
@@ -742,17 +695,17 @@ class CopyJob:
                 st = pending[0]
                 st.status, st.attempts, st.rows, st.bytes = "RUNNING", st.attempts + 1, 0, 0
                 assigned[wid] = st.rng.id
-                inboxes[wid].put(RangeTask(st.rng.id, st.attempts, st.query))
+                pool.send(wid, RangeTask(st.rng.id, st.attempts, st.query))
             if all(s.status == "DONE" for s in states):
                 break
             with contextlib.suppress(queue.Empty):
-                handle(results.get(timeout=0.2))
+                handle(pool.results.get(timeout=0.2))
             # Workers that died without a word (killed, crashed, or exited after a transient error).
-            for wid, proc in list(self.procs.items()):
+            for wid, proc in list(pool.procs.items()):
                 if proc.is_alive():
                     continue
                 drain()  # its last messages were flushed before it exited
-                if wid not in self.procs:
+                if wid not in pool.procs:
                     continue
                 rid = assigned.get(wid)
                 self._retire(wid, ready, assigned)
@@ -762,7 +715,7 @@ class CopyJob:
                         WorkerDied(f"worker process {wid} exited with code {proc.exitcode}"),
                     )
             remaining = sum(1 for s in states if s.status != "DONE")
-            while len(self.procs) < min(cfg.workers, remaining):
+            while len(pool.procs) < min(cfg.workers, remaining):
                 if spawn_budget <= 0:
                     raise WorkerDied(
                         "workers keep dying before they can start; see the messages above"
@@ -779,21 +732,10 @@ class CopyJob:
     def _retire(self, wid: int, ready: set[int], assigned: dict[int, int | None]) -> None:
         ready.discard(wid)
         assigned.pop(wid, None)
-        proc = self.procs.pop(wid, None)
-        if proc is not None and proc.is_alive():
-            proc.kill()
+        self.pool.retire(wid)
 
     def _stop_workers(self) -> None:
-        for proc in self.procs.values():
-            if proc.is_alive():
-                proc.terminate()
-        deadline = time.monotonic() + 5
-        for proc in self.procs.values():
-            proc.join(timeout=max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=2)
-        self.procs.clear()
+        self.pool.stop()
 
     def _stats_progress(self, states: list[RangeState], progress: Progress) -> None:
         rows, nbytes = sum(s.rows for s in states), sum(s.bytes for s in states)

@@ -67,10 +67,17 @@ class RangeTask:
     query: str  # the complete COPY statement for this range
 
 
-def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
-    """Entry point of a worker process (spawned: it creates all its clients itself)."""
+def worker_main(wid: int, tasks: Any, results: Any) -> None:
+    """Entry point of a worker process (spawned: it creates all its clients itself).
+
+    The first message on `tasks` is the WorkerSetup (None: the job ended before it needed this
+    worker); the worker loads its numba kernels before waiting for it (see pool.py)."""
     # The coordinator handles Ctrl-C for the whole job and stops workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _warm_up()
+    setup: WorkerSetup | None = tasks.get()
+    if setup is None:
+        return
     try:
         conn = connect(setup.source_dsn, autocommit=True)
         import_snapshot(conn, setup.snapshot)
@@ -118,6 +125,16 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
     finally:
         sink.close()
         conn.close()
+
+
+def _warm_up() -> None:
+    """Load the kernels from numba's cache now, not on the first batch (~0.8 s)."""
+    try:
+        from parallelsync.transcode.warmup import warm
+
+        warm()
+    except Exception:
+        pass  # no numba, or it failed: the first batch shows what is wrong, or uses Python
 
 
 def make_sink(setup: WorkerSetup) -> Sink:

@@ -3,8 +3,9 @@ two runs racing for one target. Each test asserts the final state: either the ta
 source and the job FINISHED with a retried range, or the target is exactly as before, no temp
 collection is left and the job is FAILED/ABORTED with a clear message.
 
-The copies use `--batch-rows 50` so that a few thousand rows take seconds on SecantusDB, long
-enough to inject a fault mid-range.
+The copies use `--batch-rows 10` so that a few thousand rows take seconds on SecantusDB, long
+enough to inject a fault mid-range (with 50, warm workers finished the 4000 rows before a test
+could pick its victim).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.integration.cli_helpers import Run, copy_args, run_cli
 from tests.servers import MongoServer, SecantusServer, require_restartable
 
 ROWS = 4000
-SLOW = ["--batch-rows", "50", "--workers", "2"]
+SLOW = ["--batch-rows", "10", "--workers", "2"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -92,6 +93,18 @@ def worker_pids(coordinator: int) -> list[int]:
         if b"spawn_main" in cmd:
             pids.append(pid)
     return pids
+
+
+def kill_workers(cli: Cli) -> list[int]:
+    """SIGKILL every worker of a running copy.
+
+    All of them, not one: a worker can be between two ranges (or done with its share) when the
+    test strikes, and then its death costs no range an attempt; with every worker killed while
+    ranges remain, at least one range is interrupted."""
+    victims: list[int] = wait_for(lambda: worker_pids(cli.pid), "worker processes", proc=cli)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    return victims
 
 
 def wait_for(
@@ -182,11 +195,10 @@ def test_sigkill_of_a_worker_mid_range_is_retried(
     cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db))
     cli_runs.append(cli)
     wait_for(lambda: temp_docs(mongo_db) >= 200, "the first documents", proc=cli)
-    victims = wait_for(lambda: worker_pids(cli.pid), "worker processes", proc=cli)
-    os.kill(victims[0], signal.SIGKILL)
+    kill_workers(cli)
     run = cli.wait()
     job = finished_job(mongo_db, run)
-    assert max(r["attempts"] for r in job["ranges"]) >= 2, job["ranges"]
+    assert max(r["attempts"] for r in job["ranges"]) >= 2, (job["ranges"], run.stderr)
     assert "exited with code -9" in run.stderr
     assert_target_equals_source(pg_conn, mongo_db)
 
@@ -219,7 +231,7 @@ def test_terminated_backend_is_retried(
     wait_for(terminate_a_copy, "a worker's COPY in pg_stat_activity", proc=cli)
     run = cli.wait()
     job = finished_job(mongo_db, run)
-    assert max(r["attempts"] for r in job["ranges"]) >= 2, job["ranges"]
+    assert max(r["attempts"] for r in job["ranges"]) >= 2, (job["ranges"], run.stderr)
     assert "terminat" in run.stderr  # the retry log line names the cause
     assert_target_equals_source(pg_conn, mongo_db)
 
@@ -539,7 +551,7 @@ def test_invariant_holds_with_a_worker_killed_under_concurrent_transfers(
         cli_runs.append(cli)
         wait_for(lambda: temp_docs(mongo_db) >= 500, "the first documents", proc=cli)
         before_kill = transfers[0]
-        os.kill(wait_for(lambda: worker_pids(cli.pid), "workers", proc=cli)[0], signal.SIGKILL)
+        kill_workers(cli)
         run = cli.wait()
     finally:
         stop.set()

@@ -59,7 +59,7 @@ def test_one_run_when_the_batch_fits_and_its_bytes_are_not_copied() -> None:
 
 
 def test_runs_are_cut_at_the_byte_limit_and_keep_every_document_once() -> None:
-    docs, data, offsets = docs_and_offsets([100 + i for i in range(40)])
+    _docs, data, offsets = docs_and_offsets([100 + i for i in range(40)])
     limit = 1000
     cut = list(runs(data, offsets, max_bytes=limit))
     assert len(cut) > 1
