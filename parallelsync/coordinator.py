@@ -226,8 +226,8 @@ class CopyJob:
         result = Result("FAILED", self.job_id, target=shown, workers=cfg.workers)
         self.abort.install()
         try:
-            # The workers warm up (imports, numba kernels) while the snapshot and plan are made.
-            self.pool.prestart(cfg.workers)
+            # The fork server loads the workers' code while the snapshot and plan are made.
+            self.pool.prestart()
             table, proj, pg = self._preflight()
             try:
                 self._open_target()

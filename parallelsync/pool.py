@@ -1,10 +1,12 @@
-"""The worker processes of a job: started early, given the job's setup once it is known.
+"""The worker processes of a job.
 
-A spawned worker needs ~1.3 s of CPU before it can copy a row: importing psycopg, pymongo and
-numpy (~0.5 s) and loading the numba kernels from their cache (~0.8 s). The coordinator spends
-about as long on the preflight, the snapshot and the range plan, mostly waiting for PostgreSQL.
-`prestart` starts the workers before that, so they warm up meanwhile; `spawn` hands the setup
-(snapshot name, layout, target) to a warm worker, or starts a new one for a retry.
+A fresh Python process needs ~1.3 s of CPU before it can copy a row: importing psycopg, pymongo
+and numpy (~0.5 s) and loading the numba kernels from their cache (~0.8 s). Paid by every worker,
+that is 5 CPU-seconds for `--workers 4` on a 2-core machine, in a copy of a few million rows.
+Where the platform has it (Linux, macOS), workers are therefore forked from a multiprocessing
+fork server that has loaded all of that once (`preload.py`): `prestart` launches it when the job
+starts, so it warms up while the coordinator makes the snapshot and the plan, and each worker is
+then a cheap fork of a process without threads or connections. Elsewhere workers are spawned.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import multiprocessing.connection
+import multiprocessing.forkserver
 import queue
 import time
 from typing import Any
@@ -56,24 +59,38 @@ class Inbox:
         return self.get_nowait()
 
 
+def _context() -> Any:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["parallelsync.preload"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 class WorkerPool:
     def __init__(self) -> None:
-        self._ctx = mp.get_context("spawn")
+        self._ctx = _context()
         self.results = Inbox(self._ctx)
-        self.procs: dict[int, Any] = {}  # workers that have their setup: the job's workers
-        self._warm: list[tuple[int, Any, Any]] = []  # (wid, process, inbox) waiting for a setup
+        self.procs: dict[int, Any] = {}
         self._inboxes: dict[int, Any] = {}
         self._next = 0
 
-    def prestart(self, n: int) -> None:
-        """Start n workers now; they warm up and wait for `spawn` to give them the setup."""
-        for _ in range(n):
-            self._warm.append(self._start())
+    def prestart(self) -> None:
+        """Launch the fork server now (returns at once; it warms up in the background)."""
+        if self._ctx.get_start_method() == "forkserver":
+            multiprocessing.forkserver.ensure_running()
 
     def spawn(self, setup: WorkerSetup) -> int:
-        """A worker for this setup (a warm one if any is left); returns its id."""
-        wid, proc, inbox = self._warm.pop(0) if self._warm else self._start()
-        inbox.put(setup)
+        """Start a worker for this setup; returns its id."""
+        wid, self._next = self._next, self._next + 1
+        inbox = self._ctx.Queue()
+        proc = self._ctx.Process(
+            target=worker_main,
+            args=(wid, setup, inbox, self.results.new(wid)),
+            name=f"parallelsync-worker-{wid}",
+            daemon=True,
+        )
+        proc.start()
         self.procs[wid], self._inboxes[wid] = proc, inbox
         return wid
 
@@ -87,8 +104,8 @@ class WorkerPool:
             proc.kill()
 
     def stop(self) -> None:
-        """Stop every worker (warm ones included), SIGKILL after 5 s."""
-        procs = list(self.procs.values()) + [proc for _, proc, _ in self._warm]
+        """Stop every worker, SIGKILL after 5 s."""
+        procs = list(self.procs.values())
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()
@@ -100,16 +117,3 @@ class WorkerPool:
                 proc.join(timeout=2)
         self.procs.clear()
         self._inboxes.clear()
-        self._warm.clear()
-
-    def _start(self) -> tuple[int, Any, Any]:
-        wid, self._next = self._next, self._next + 1
-        inbox = self._ctx.Queue()
-        proc = self._ctx.Process(
-            target=worker_main,
-            args=(wid, inbox, self.results.new(wid)),
-            name=f"parallelsync-worker-{wid}",
-            daemon=True,
-        )
-        proc.start()
-        return wid, proc, inbox

@@ -71,7 +71,7 @@ def run_verify(cfg: CopyConfig) -> dict[str, Any]:
         coll = client[cfg.db][cfg.collection]
         job.abort.install()
         try:
-            job.pool.prestart(cfg.workers)
+            job.pool.prestart()
             table, proj, pg = job._preflight()
             try:
                 snap = job._open_snapshot(table, proj)

@@ -67,17 +67,11 @@ class RangeTask:
     query: str  # the complete COPY statement for this range
 
 
-def worker_main(wid: int, tasks: Any, results: Any) -> None:
-    """Entry point of a worker process (spawned: it creates all its clients itself).
-
-    The first message on `tasks` is the WorkerSetup (None: the job ended before it needed this
-    worker); the worker loads its numba kernels before waiting for it (see pool.py)."""
+def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
+    """Entry point of a worker process (it creates all its clients itself)."""
     # The coordinator handles Ctrl-C for the whole job and stops workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _warm_up()
-    setup: WorkerSetup | None = tasks.get()
-    if setup is None:
-        return
+    warm_up()  # a no-op in effect when forked from the warm fork server (pool.py)
     try:
         conn = connect(setup.source_dsn, autocommit=True)
         import_snapshot(conn, setup.snapshot)
@@ -127,8 +121,8 @@ def worker_main(wid: int, tasks: Any, results: Any) -> None:
         conn.close()
 
 
-def _warm_up() -> None:
-    """Load the kernels from numba's cache now, not on the first batch (~0.8 s)."""
+def warm_up() -> None:
+    """Load the kernels now (from numba's cache when spawned), not on the first batch."""
     try:
         from parallelsync.transcode.warmup import warm
 

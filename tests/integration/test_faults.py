@@ -83,14 +83,17 @@ def children(pid: int) -> list[int]:
 
 
 def worker_pids(coordinator: int) -> list[int]:
-    """The worker processes (spawned `multiprocessing` children, not the resource tracker)."""
+    """The worker processes: children of the fork server the coordinator started (or, where
+    workers are spawned, its `spawn_main` children); not the server or the resource tracker."""
     pids = []
     for pid in children(coordinator):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if b"spawn_main" in cmd:
+        if b"forkserver" in cmd:
+            pids += children(pid)
+        elif b"spawn_main" in cmd:
             pids.append(pid)
     return pids
 

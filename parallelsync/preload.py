@@ -1,0 +1,11 @@
+"""Imported once by the fork server that workers are forked from (see pool.py).
+
+Importing this loads everything a worker needs, including the numba kernels from their on-disk
+cache (~1.3 s of CPU together), so each forked worker starts warm instead of paying that again.
+"""
+
+from __future__ import annotations
+
+from parallelsync.worker import warm_up
+
+warm_up()
