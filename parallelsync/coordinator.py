@@ -498,11 +498,16 @@ class CopyJob:
             return None
         with connect(cfg.source, autocommit=True) as conn:
             # Commits made with synchronous_commit=off may not be flushed yet, and decoding only
-            # sees flushed WAL. A synchronous commit of our own flushes everything before it.
+            # reads flushed WAL. A synchronous commit of our own flushes everything before it,
+            # but PostgreSQL only waits for the flush when the transaction itself wrote WAL (an
+            # xid alone writes none, and its commit is then asynchronous): a transactional
+            # logical message is such a write (pgoutput does not pass it on unless asked).
             with conn.transaction():
                 conn.execute("SET LOCAL synchronous_commit = on")
-                conn.execute("SELECT pg_current_xact_id()")
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+                conn.execute("SELECT pg_logical_emit_message(true, 'parallelsync', 'changed-rows')")
+            # The flush position (not pg_current_wal_lsn, the write position, which can be
+            # behind commits made since) now covers every transaction committed before ours.
+            row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
             upto = str(row[0]) if row else snap.consistent_lsn or "0/0"
             changes = resume.changed_keys(conn, self.slot, upto, self.publication, proj.key)
         now = dt.datetime.now(dt.UTC)

@@ -1,10 +1,11 @@
 """One worker process: import the snapshot, then copy the ranges the coordinator hands it.
 
-Per range: `COPY (SELECT ...) TO STDOUT (FORMAT BINARY)` is read with libpq's blocking
-`get_copy_data` (one message per tuple, appended to a bytearray: the cheapest way psycopg offers),
-transcoded per batch into BSON bytes, and handed to a writer thread that inserts them, so reading
-and transcoding overlap the MongoDB round trips. The queue between them holds at most two batches,
-which bounds memory.
+Per range, three threads pass batches along bounded queues (stages.py): a reader thread streams
+`COPY (SELECT ...) TO STDOUT (FORMAT BINARY)` with libpq's `get_copy_data` (one message per tuple,
+appended to a bytearray: the cheapest way psycopg offers); the worker's main thread transcodes each
+batch into BSON bytes (numba kernels, which release the GIL); a writer thread inserts them. So the
+server keeps sending while a batch is transcoded, and both overlap the MongoDB round trips. Each
+queue holds at most two batches, which bounds memory.
 
 Messages to the coordinator are plain tuples (cheap to pickle):
   ("ready", wid, pid) | ("progress", wid, range_id, rows, nbytes) |
@@ -15,11 +16,8 @@ Messages to the coordinator are plain tuples (cheap to pickle):
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,15 +32,12 @@ from parallelsync.oversize import SkippingEncoder
 from parallelsync.source.connect import classify, connect
 from parallelsync.source.copystream import copy_batches
 from parallelsync.source.snapshot import import_snapshot
+from parallelsync.stages import Reader, Writer
 from parallelsync.target import bsonfile
 from parallelsync.target.client import connect as mongo_connect
 from parallelsync.target.sink import MongoSink, NullSink, Sink
-from parallelsync.transcode.batch import EncodedBatch
 from parallelsync.transcode.encoder import DocumentEncoder
 from parallelsync.transcode.model import Layout
-
-# Batches queued between the reader and the writer thread: one being written, one ready.
-WRITE_QUEUE_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -140,51 +135,6 @@ def make_sink(setup: WorkerSetup) -> Sink:
     return MongoSink(mongo_connect(setup.target_uri), setup.db, setup.temp_collection)
 
 
-class _Writer:
-    """The writer thread: inserts encoded batches and reports progress after each one."""
-
-    def __init__(self, sink: Sink, allow_duplicates: bool, report: Any) -> None:
-        self._sink = sink
-        self._allow = allow_duplicates
-        self._report = report
-        self._queue: queue.Queue[tuple[EncodedBatch, int] | None] = queue.Queue(WRITE_QUEUE_DEPTH)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue  # drain so the reader never blocks on a dead writer
-            batch, nbytes = item
-            try:
-                self._sink.insert(batch, allow_duplicates=self._allow)
-                self._report(batch.rows, nbytes)
-            except BaseException as exc:
-                self.error = exc
-
-    def put(self, batch: EncodedBatch, nbytes: int) -> None:
-        self._check()
-        self._queue.put((batch, nbytes))
-
-    def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._check()
-
-    def abandon(self) -> None:
-        self.error = self.error or RuntimeError("abandoned")
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-
-    def _check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-
 def copy_range(
     conn: psycopg.Connection[Any],
     encoder: DocumentEncoder,
@@ -199,24 +149,27 @@ def copy_range(
         results.put(("progress", wid, task.range_id, rows, nbytes))
 
     sink.begin_range(task.range_id)
-    writer = _Writer(sink, task.attempt > 1, report)
+    writer = Writer(sink, task.attempt > 1, report)
     total_rows = total_bytes = 0
-    batches = copy_batches(conn, task.query, setup.source_dsn, setup.batch_rows, setup.batch_bytes)
+    reader = Reader(
+        copy_batches(conn, task.query, setup.source_dsn, setup.batch_rows, setup.batch_bytes)
+    )
     try:
-        for buf, start in batches:
+        for buf, start in reader:
             total_rows += _flush(encoder, buf, start, writer, digest)
             total_bytes += len(buf) - start
         writer.finish()
         sink.end_range()  # durable before "done": the coordinator may assemble right after
     except BaseException:
         writer.abandon()
-        batches.close()  # cancels a COPY still streaming
         raise
+    finally:
+        reader.stop()  # cancels a COPY still streaming
     return total_rows, total_bytes
 
 
 def _flush(
-    encoder: DocumentEncoder, buf: bytearray, start: int, writer: _Writer, digest: Digest | None
+    encoder: DocumentEncoder, buf: bytearray, start: int, writer: Writer, digest: Digest | None
 ) -> int:
     batch = encoder.encode(buf, start)
     if batch.rows:

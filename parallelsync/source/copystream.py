@@ -1,12 +1,13 @@
 """Streams `COPY ... TO STDOUT (FORMAT BINARY)` as batches of whole tuples.
 
-libpq's blocking `get_copy_data` returns one CopyData message per tuple; appending each into a
-bytearray is the cheapest way psycopg offers to receive them (its Copy iterator costs ~2.5x more per
+libpq's `get_copy_data` returns one CopyData message per tuple; appending each into a bytearray is
+the cheapest way psycopg offers to receive them (its Copy iterator costs ~2.5x more per
 row). Because every message is a whole tuple, a batch never splits a tuple.
 """
 
 from __future__ import annotations
 
+import selectors
 from collections.abc import Generator
 from typing import Any
 
@@ -28,6 +29,7 @@ def copy_batches(
     """
     pgconn = conn.pgconn
     finished = False
+    sel = selectors.DefaultSelector()
     try:
         pgconn.send_query(query.encode())
         res = pgconn.get_result()
@@ -36,11 +38,18 @@ def copy_batches(
         buf = bytearray()
         start = -1  # -1: the header has not been seen yet
         messages = 0
+        get = pgconn.get_copy_data
+        sel.register(pgconn.socket, selectors.EVENT_READ)
         while True:
-            nbytes, data = pgconn.get_copy_data(0)
-            if nbytes == -1:
-                break
-            if nbytes == -2:
+            # Non-blocking: libpq's blocking read keeps the GIL while it waits for the server,
+            # which would stall the worker's other threads; wait on the socket without it.
+            nbytes, data = get(1)
+            if nbytes <= 0:
+                if nbytes == 0:
+                    _wait_readable(pgconn, sel, dsn)
+                    continue
+                if nbytes == -1:
+                    break
                 msg = _text(pgconn.get_error_message())
                 raise SourceConnectionLost(
                     f"reading COPY data failed: {clean(Exception(msg), dsn)}"
@@ -65,8 +74,18 @@ def copy_batches(
                 raise result_error(res, pgconn, dsn)
         finished = True
     finally:
+        sel.close()
         if not finished and pgconn.status == pq.ConnStatus.OK:
             cancel(conn)
+
+
+def _wait_readable(pgconn: pq.abc.PGconn, sel: selectors.BaseSelector, dsn: str) -> None:
+    """Block (GIL released) until the server sent more, then let libpq read it."""
+    sel.select()
+    try:
+        pgconn.consume_input()
+    except psycopg.Error as exc:
+        raise SourceConnectionLost(f"reading COPY data failed: {clean(exc, dsn)}") from None
 
 
 def result_error(res: pq.abc.PGresult | None, pgconn: pq.abc.PGconn, dsn: str) -> ParallelSyncError:
