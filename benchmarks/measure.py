@@ -59,6 +59,7 @@ class _RssMonitor(threading.Thread):
         self.pid = pid
         self.peak = 0
         self.per_proc: dict[str, int] = {}
+        self.cpu: dict[int, float] = {}  # last CPU seconds seen per pid
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -76,8 +77,10 @@ class _RssMonitor(threading.Thread):
                 try:
                     rss = p.memory_info().rss
                     key = f"{p.pid}:{p.name()}"
+                    t = p.cpu_times()
                 except psutil.Error:
                     continue
+                self.cpu[p.pid] = t.user + t.system
                 total += rss
                 self.per_proc[key] = max(self.per_proc.get(key, 0), rss)
             self.peak = max(self.peak, total)
@@ -134,7 +137,10 @@ def run(
         wall=wall,
         peak_rss_mb=mon.peak / mb,
         per_process_peak_mb={k: round(v / mb, 1) for k, v in mon.per_proc.items()},
-        cpu_client_s=_rusage_children() - cli0,
+        # Workers forked by a multiprocessing fork server are reaped by that server, which
+        # outlives the measured process: their CPU never reaches our RUSAGE_CHILDREN. The
+        # polled per-process figures see them (missing at most a poll interval per process).
+        cpu_client_s=max(_rusage_children() - cli0, sum(mon.cpu.values())),
         cpu_server_s=None if srv0 is None or srv1 is None else srv1 - srv0,
         cpu_sink_s=None if sink0 is None or sink1 is None else sink1 - sink0,
         result=last_json_line(out),
