@@ -131,6 +131,10 @@ class FastEncoder:
 
     def encode(self, buf: Buffer, start: int = 0) -> EncodedBatch:
         data = np.frombuffer(buf, dtype=np.uint8)
+        # numba compiles one variant per array type, and a bytearray (the worker's buffers) would
+        # type as writable where bytes (warm-up, tests) type as readonly: a second ~40 s compile
+        # on the first batch of every worker. The kernels only read it; make it readonly always.
+        data.flags.writeable = False
         rows, end, finished, err, offs, lens = kernels.walk(data, start, self.layout.ncolumns)
         if err != kernels.ERR_NONE:
             return self.reference.encode(buf, start)
