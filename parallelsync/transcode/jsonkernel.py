@@ -227,6 +227,32 @@ def _index_key(out, q, index):  # type: ignore[no-untyped-def]
     return q + n + 1
 
 
+@njit(cache=True, inline="always")
+def _element_key(buf, pos, end, out, q, in_array, index, check_keys):  # type: ignore[no-untyped-def]
+    """Write the BSON key of a container's next element at out[q:]: the decimal index in an
+    array, else the JSON `"key":` at pos (up to the value). Return (pos, q) or q = -1."""
+    if in_array:
+        return pos, _index_key(out, q, index)
+    if pos >= end or buf[pos] != 0x22:
+        return pos, -1
+    kstart = q
+    pos, q = _string(buf, pos + 1, end, out, q, True)
+    if q < 0:
+        return pos, -1
+    if check_keys:
+        if q > kstart and out[kstart] == 0x24:
+            return pos, -1
+        for i in range(kstart, q):
+            if out[i] == 0x2E:
+                return pos, -1
+    out[q] = 0
+    q += 1
+    pos = _skip_ws(buf, pos, end)
+    if pos >= end or buf[pos] != 0x3A:
+        return pos, -1
+    return _skip_ws(buf, pos + 1, end), q
+
+
 @njit(cache=True, nogil=True)
 def _cell(buf, pos, end, out, q, check_keys, kinds, starts, counts):  # type: ignore[no-untyped-def]
     """One JSON text -> type byte + payload at out[q:]; return the end or -1 (not handled)."""
@@ -259,28 +285,9 @@ def _cell(buf, pos, end, out, q, check_keys, kinds, starts, counts):  # type: ig
                 _put_i32(out, starts[depth], q - starts[depth])
             else:
                 tp = q
-                q += 1
-                if c == 0x5B:
-                    q = _index_key(out, q, 0)
-                else:
-                    if pos >= end or buf[pos] != 0x22:
-                        return -1
-                    kstart = q
-                    pos, q = _string(buf, pos + 1, end, out, q, True)
-                    if q < 0:
-                        return -1
-                    if check_keys:
-                        if q > kstart and out[kstart] == 0x24:
-                            return -1
-                        for i in range(kstart, q):
-                            if out[i] == 0x2E:
-                                return -1
-                    out[q] = 0
-                    q += 1
-                    pos = _skip_ws(buf, pos, end)
-                    if pos >= end or buf[pos] != 0x3A:
-                        return -1
-                    pos = _skip_ws(buf, pos + 1, end)
+                pos, q = _element_key(buf, pos, end, out, q + 1, c == 0x5B, 0, check_keys)
+                if q < 0:
+                    return -1
                 continue
         elif c == 0x22:
             out[tp] = 0x02
@@ -353,28 +360,11 @@ def _cell(buf, pos, end, out, q, check_keys, kinds, starts, counts):  # type: ig
             pos = _skip_ws(buf, pos + 1, end)
             counts[depth - 1] += 1
             tp = q
-            q += 1
-            if kind == 0x5B:
-                q = _index_key(out, q, counts[depth - 1])
-            else:
-                if pos >= end or buf[pos] != 0x22:
-                    return -1
-                kstart = q
-                pos, q = _string(buf, pos + 1, end, out, q, True)
-                if q < 0:
-                    return -1
-                if check_keys:
-                    if q > kstart and out[kstart] == 0x24:
-                        return -1
-                    for i in range(kstart, q):
-                        if out[i] == 0x2E:
-                            return -1
-                out[q] = 0
-                q += 1
-                pos = _skip_ws(buf, pos, end)
-                if pos >= end or buf[pos] != 0x3A:
-                    return -1
-                pos = _skip_ws(buf, pos + 1, end)
+            pos, q = _element_key(
+                buf, pos, end, out, q + 1, kind == 0x5B, counts[depth - 1], check_keys
+            )
+            if q < 0:
+                return -1
             break
 
 
