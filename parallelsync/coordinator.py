@@ -286,7 +286,7 @@ class CopyJob:
             self._cleanup_failed(status, str(err))
             return result
         finally:
-            self._stop_workers()
+            self.pool.stop()
             if self.lease is not None:
                 self.lease.release()
             if self.client is not None:
@@ -627,9 +627,6 @@ class CopyJob:
         assigned: dict[int, int | None] = {}
         ready: set[int] = set()
 
-        def spawn() -> None:
-            assigned[pool.spawn(setup)] = None
-
         by_id = {s.rng.id: s for s in states}
         last_stats = 0.0
         spawn_budget = cfg.workers + cfg.max_attempts * len(states)
@@ -726,7 +723,7 @@ class CopyJob:
                         "workers keep dying before they can start; see the messages above"
                     )
                 spawn_budget -= 1
-                spawn()
+                assigned[pool.spawn(setup)] = None
             progress.tick()
             if time.monotonic() - last_stats > STATS_INTERVAL_S:
                 last_stats = time.monotonic()
@@ -738,9 +735,6 @@ class CopyJob:
         ready.discard(wid)
         assigned.pop(wid, None)
         self.pool.retire(wid)
-
-    def _stop_workers(self) -> None:
-        self.pool.stop()
 
     def _stats_progress(self, states: list[RangeState], progress: Progress) -> None:
         rows, nbytes = sum(s.rows for s in states), sum(s.bytes for s in states)
@@ -836,7 +830,7 @@ class CopyJob:
         return fields | {"source_count": r.rows}
 
     def _cleanup_failed(self, status: str, error: str) -> None:
-        self._stop_workers()
+        self.pool.stop()
         if self.cfg.file_target:
             bsonfile.discard(bsonfile.temp_dir(bsonfile.target_dir(self.cfg.target), self.temp))
         if self.db is not None and self.temp_created:

@@ -83,7 +83,7 @@ def run_verify(cfg: CopyConfig) -> dict[str, Any]:
             job._run_workers(proj, snap, states, progress)
             progress.done()
         finally:
-            job._stop_workers()
+            job.pool.stop()
             if job.holder is not None:
                 job.holder.close()
             job.abort.restore()
