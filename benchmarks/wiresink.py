@@ -33,7 +33,7 @@ from bson.int64 import Int64
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script or imported
 from sinkstore import DocStore, apply_update, upsert_seed
 
-from parallelsync.target.lock import pid_alive
+from parallelsync.targets.mongodb.lease import pid_alive
 
 OP_REPLY = 1
 OP_QUERY = 2004

@@ -95,6 +95,20 @@ class WorkerDied(ParallelSyncError):
     transient = True
 
 
+class InternalError(ParallelSyncError):
+    """An unexpected exception (a bug), e.g. in a worker process.
+
+    `details` keeps the formatted traceback from where it happened, so `--debug` can show it even
+    when the exception crossed a process boundary (tracebacks do not pickle)."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+    def __reduce__(self) -> tuple[type[ParallelSyncError], tuple[str, str]]:  # type: ignore[override]
+        return (type(self), (self.message, self.details))
+
+
 class Aborted(ParallelSyncError):
     """The user asked the job to stop (SIGINT/SIGTERM)."""
 

@@ -1,0 +1,1 @@
+"""Everything about the slot after the snapshot: publication, peeks, pgoutput, changed rows."""

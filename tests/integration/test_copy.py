@@ -193,8 +193,6 @@ def test_skewed_integer_keys_give_balanced_ranges(
         pg_dsn,
         "--table",
         "skew",
-        "--target",
-        "null:",
         "--workers",
         "2",
         "--json",

@@ -12,8 +12,8 @@ import psycopg
 from pymongo.database import Database
 
 from parallelsync.config import CopyConfig, build_copy_config
-from parallelsync.coordinator import CopyJob
-from parallelsync.pool import WorkerPool
+from parallelsync.job.copy import CopyJob
+from parallelsync.workers.pool import WorkerPool
 
 
 def config(pg_dsn: str, mongo_uri: str, db: str, table: str, workers: int) -> CopyConfig:
@@ -42,10 +42,10 @@ def test_workers_are_forked_from_a_warm_server() -> None:
     # Right after the launch the server may still be between fork and exec: poll its cmdline.
     deadline = time.monotonic() + 10
     cmdline = b""
-    while b"parallelsync.preload" not in cmdline and time.monotonic() < deadline:
+    while b"parallelsync.workers.preload" not in cmdline and time.monotonic() < deadline:
         cmdline = Path(f"/proc/{server}/cmdline").read_bytes()
         time.sleep(0.05)
-    assert b"parallelsync.preload" in cmdline
+    assert b"parallelsync.workers.preload" in cmdline
 
 
 def test_a_job_failing_before_its_snapshot_leaves_no_worker(

@@ -264,8 +264,6 @@ def test_skewed_text_key_plans_balanced_ranges(
         pg_dsn,
         "--table",
         "skewt",
-        "--target",
-        "null:",
         "--workers",
         "4",
         "--json",

@@ -10,8 +10,8 @@ import pytest
 
 from parallelsync.config import CopyConfig, build_copy_config
 from parallelsync.errors import SourceError, UsageError
-from parallelsync.mapping import Projection, build_projection
-from parallelsync.mapping_config import MAPPING_KEYS, MappingConfig, parse_mapping
+from parallelsync.mapping.config import MAPPING_KEYS, MappingConfig, parse_mapping
+from parallelsync.mapping.projection import Projection, build_projection
 from parallelsync.source.catalog import Column, TableInfo
 from parallelsync.transcode.model import Codec, DocNode, FieldNode, Node
 

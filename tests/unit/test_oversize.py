@@ -8,10 +8,10 @@ import bson
 import pytest
 
 from parallelsync.errors import DocumentTooLarge
-from parallelsync.oversize import MAX_SKIPPED_ENTRIES, SkippingEncoder
 from parallelsync.transcode.copybinary import SIGNATURE
 from parallelsync.transcode.encoder import DocumentEncoder
 from parallelsync.transcode.model import Codec, EncodeOptions, FieldNode, Layout
+from parallelsync.transcode.oversize import MAX_SKIPPED_ENTRIES, SkippingEncoder
 
 LAYOUT = Layout(
     (FieldNode("_id", 0, Codec("int4")), FieldNode("body", 1, Codec("text"))),

@@ -13,7 +13,7 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from bson.raw_bson import RawBSONDocument
 from pymongo import message
 
-from parallelsync.target.rawrun import RawRun, runs
+from parallelsync.targets.mongodb.rawrun import RawRun, runs
 
 
 def docs_and_offsets(sizes: list[int]) -> tuple[list[bytes], bytes, np.ndarray]:

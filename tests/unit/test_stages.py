@@ -9,7 +9,7 @@ from collections.abc import Generator
 import pytest
 
 from parallelsync.errors import SourceConnectionLost
-from parallelsync.stages import DEPTH, Reader
+from parallelsync.workers.pipeline import DEPTH, Reader
 
 
 def numbered(n: int, closed: list[str]) -> Generator[tuple[bytearray, int], None, None]:

@@ -1,62 +1,35 @@
-"""The subcommands behind the CLI: each turns a config into an outcome and an exit code."""
+"""The subcommands behind the CLI: each turns a config into printed output and an exit code."""
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from parallelsync.cli.output import print_json, print_summary, print_traceback
 from parallelsync.config import CopyConfig
-from parallelsync.errors import EXIT_OK
-from parallelsync.mapping import build_projection
-from parallelsync.progress import human
-from parallelsync.source.catalog import resolve_table
-from parallelsync.source.connect import connect
-from parallelsync.source.planner import plan_ranges
-
-if TYPE_CHECKING:
-    from parallelsync.coordinator import Result
+from parallelsync.errors import EXIT_OK, EXIT_VERIFY
 
 
-def run_copy(cfg: CopyConfig, *, as_json: bool) -> int:
-    from parallelsync.coordinator import CopyJob
+def run_copy(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
+    from parallelsync.job.copy import CopyJob
 
     result = CopyJob(cfg).run()
     print_summary(result)
     if as_json:
-        print(json.dumps(result.as_json(), default=str), flush=True)
+        print_json(result.as_json())
     if result.error:
+        if debug and result.exception is not None:
+            print_traceback(result.exception)
         print(f"parallelsync: error: {result.error}", file=sys.stderr)
     return result.exit_code if result.status != "FINISHED" else EXIT_OK
 
 
-def print_summary(r: Result) -> None:
-    rate = r.rows / r.seconds if r.seconds > 0 else 0.0
-    rows = [
-        ("job", r.job_id),
-        ("status", r.status),
-        ("target", r.target),
-        ("rows", f"{r.rows:,}"),
-        ("documents", f"{r.docs:,}"),
-        ("COPY bytes", f"{r.bytes / 1e6:,.1f} MB"),
-        ("seconds", f"{r.seconds:,.2f}"),
-        ("rate", f"{human(rate)} rows/s, {r.bytes / max(r.seconds, 1e-9) / 1e6:.1f} MB/s"),
-        ("workers / ranges", f"{r.workers} / {r.ranges}"),
-        ("consistent LSN", f"{r.consistent_lsn} (slot {r.slot})" if r.slot else "- (no slot)"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}", file=sys.stderr)
-    sys.stderr.flush()
-
-
-def run_verify(cfg: CopyConfig, *, as_json: bool) -> int:
-    from parallelsync.errors import EXIT_VERIFY
-    from parallelsync.verify_job import run_verify as verify_target
+def run_verify(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
+    from parallelsync.job.verify import run_verify as verify_target
 
     report = verify_target(cfg)
     if as_json:
-        print(json.dumps(report, default=str), flush=True)
+        print_json(report)
     else:
         src, tgt = report["source"], report["target_digest"]
         print(f"{report['status']}: {report['table']} -> {report['target']}")
@@ -81,24 +54,24 @@ def run_verify(cfg: CopyConfig, *, as_json: bool) -> int:
     return EXIT_OK if report["status"] == "EQUAL" else EXIT_VERIFY
 
 
-def run_plan(cfg: CopyConfig, *, as_json: bool) -> int:
-    with connect(cfg.source, autocommit=True) as pg:
-        table = resolve_table(pg, cfg.table)
-        proj = build_projection(table, cfg)
-        plan = plan_ranges(pg, table, proj.key, cfg.workers * cfg.ranges_per_worker, cfg.where)
+def run_plan(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
+    from parallelsync.job.phases import make_plan, preflight
+
+    prepared = preflight(cfg)
+    plan = make_plan(cfg, prepared, None)
     ranges = sorted((r.describe() for r in plan.ranges), key=lambda d: d["id"])
     out: dict[str, Any] = {
-        "table": table.display,
+        "table": prepared.table.display,
         "key": list(plan.key),
         "method": plan.method,
         "estimated_rows": plan.estimated_rows,
         "ranges": ranges,
     }
     if as_json:
-        print(json.dumps(out, default=str), flush=True)
+        print_json(out)
         return EXIT_OK
     print(
-        f"table {table.display}, key ({', '.join(plan.key) or 'ctid'}), {plan.method}, "
+        f"table {prepared.table.display}, key ({', '.join(plan.key) or 'ctid'}), {plan.method}, "
         f"~{plan.estimated_rows:,} rows"
     )
     print(f"{'range':>5}  {'estimated rows':>14}  lower (inclusive) .. upper (exclusive)")

@@ -13,16 +13,34 @@ stop the run before anything is written. See docs/mapping.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
-from parallelsync.config import CopyConfig
 from parallelsync.errors import SourceError, UsageError
-from parallelsync.mapping_config import TYPE_OVERRIDES, MappingConfig, check_path
+from parallelsync.mapping.config import TYPE_OVERRIDES, MappingConfig, check_path
 from parallelsync.source.catalog import Column, TableInfo
 from parallelsync.transcode.model import Codec, DocNode, EncodeOptions, FieldNode, Layout, Node
+
+
+class ShapeOptions(Protocol):
+    """The options that shape documents (a `CopyConfig` has them all)."""
+
+    @property
+    def mapping(self) -> MappingConfig: ...
+    @property
+    def key(self) -> tuple[str, ...] | None: ...
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def nulls(self) -> str: ...
+    @property
+    def infinity(self) -> str: ...
+    @property
+    def numeric(self) -> str: ...
+    @property
+    def json_keys(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +62,7 @@ def choose_key(table: TableInfo, requested: tuple[str, ...] | None) -> tuple[str
     return table.primary_key
 
 
-def with_mode(codec: Codec, cfg: CopyConfig) -> Codec:
+def with_mode(codec: Codec, cfg: ShapeOptions) -> Codec:
     if codec.name == "uuid" and cfg.uuid == "string":
         return replace(codec, mode="string")
     if codec.elem is not None:
@@ -158,7 +176,7 @@ def _nest(items: list[tuple[tuple[str, ...], FieldNode]], table: TableInfo) -> t
     return build(items)
 
 
-def build_projection(table: TableInfo, cfg: CopyConfig) -> Projection:
+def build_projection(table: TableInfo, cfg: ShapeOptions) -> Projection:
     m = cfg.mapping
     check_mapping_columns(table, m, cfg.key)
     # Ranges are cut on --key or the primary key (indexed); mapping.id only chooses _id. Without

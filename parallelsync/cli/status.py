@@ -7,12 +7,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from parallelsync.config import COPY_OPTIONS, Option, load_file, merge
+from parallelsync.config import load_file, merge, options_for
 from parallelsync.errors import EXIT_OK, UsageError
-from parallelsync.target.client import connect
+from parallelsync.targets.mongodb.client import connect
 
-_NAMES = ("target", "db", "collection", "stats_collection")
-STATUS_OPTIONS: tuple[Option, ...] = tuple(o for o in COPY_OPTIONS if o.name in _NAMES)
+STATUS_OPTIONS = options_for("status")
+_NAMES = {o.name for o in STATUS_OPTIONS}
 # The fields a status line shows; the whole document is printed with --job or --json.
 SUMMARY_FIELDS = {
     "_id": 1, "status": 1, "target": 1, "source.table": 1, "source.schema": 1, "totals": 1,

@@ -1,4 +1,4 @@
-"""The end of a copy: indexes on the temp collection, count check, and the one atomic swap."""
+"""The end of a copy on MongoDB: the target's indexes on the temp collection, the atomic swap."""
 
 from __future__ import annotations
 
@@ -7,13 +7,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from parallelsync.errors import TargetError, VerifyError
-
-TEMP_MARKER = "__psync_tmp_"
-
-
-def temp_name(collection: str, job_id: str) -> str:
-    return f"{collection}{TEMP_MARKER}{job_id}"
+from parallelsync.errors import TargetError
 
 
 def existing_secondary_indexes(db: Database[Any], collection: str) -> list[dict[str, Any]]:
@@ -41,33 +35,7 @@ def build_indexes(db: Database[Any], temp: str, specs: list[dict[str, Any]]) -> 
         raise TargetError(f"building the target's indexes on {temp} failed: {exc}") from None
 
 
-def check_count(db: Database[Any], temp: str, expected: int) -> int:
-    found = db[temp].count_documents({})
-    if found != expected:
-        raise VerifyError(
-            f"the temp collection holds {found} documents but {expected} rows were read; "
-            "nothing was swapped and the target is unchanged"
-        )
-    return found
-
-
-def check_range_counts(
-    db: Database[Any], temp: str, ranges: list[tuple[int, dict[str, Any], int]]
-) -> None:
-    """Per-range counts: (range id, `_id` filter, rows read) for ranges selectable by `_id`."""
-    bad = []
-    for rid, filt, expected in ranges:
-        found = db[temp].count_documents(filt)
-        if found != expected:
-            bad.append(f"range {rid}: {found} documents for {expected} rows")
-    if bad:
-        raise VerifyError(
-            f"per-range counts differ ({'; '.join(bad[:5])}); nothing was swapped and the "
-            "target is unchanged"
-        )
-
-
-def swap(db: Database[Any], temp: str, target: str) -> None:
+def rename(db: Database[Any], temp: str, target: str) -> None:
     """renameCollection with dropTarget: readers see the old or the new collection, never a mix."""
     try:
         db.client.admin.command(

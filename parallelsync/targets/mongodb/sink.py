@@ -1,40 +1,17 @@
-"""Where encoded documents go: a MongoDB temp collection, or nowhere (`null:` for benchmarks)."""
+"""The worker side of a MongoDB target: raw inserts into the temp collection."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, ConnectionFailure, OperationFailure, PyMongoError
 
 from parallelsync.errors import EncodeError, TargetError, TargetUnavailable
-from parallelsync.target.rawrun import RawRun, runs
+from parallelsync.targets.mongodb.rawrun import RawRun, runs
 from parallelsync.transcode.batch import EncodedBatch
 
 DUPLICATE_KEY = 11000
-
-
-class Sink(Protocol):
-    def begin_range(self, range_id: int) -> None: ...
-    def end_range(self) -> None: ...
-    def insert(self, batch: EncodedBatch, *, allow_duplicates: bool) -> int: ...
-    def close(self) -> None: ...
-
-
-class NullSink:
-    """Discards documents: measures everything but the MongoDB write."""
-
-    def begin_range(self, range_id: int) -> None:
-        pass
-
-    def end_range(self) -> None:
-        pass
-
-    def insert(self, batch: EncodedBatch, *, allow_duplicates: bool) -> int:
-        return batch.rows
-
-    def close(self) -> None:
-        pass
 
 
 # Server-side errors that mean "this node cannot take writes right now": worth a retry.

@@ -1,7 +1,7 @@
 """The worker processes of a job.
 
 A fresh Python process needs ~1.3 s of CPU before it can copy a row: importing psycopg, pymongo
-and numpy (~0.5 s) and loading the numba kernels from their cache (~0.8 s). Paid by every worker,
+and numpy (~0.5 s) and loading the transcoder's kernels (~0.8 s with numba). Paid by every worker,
 that is 5 CPU-seconds for `--workers 4` on a 2-core machine, in a copy of a few million rows.
 Where the platform has it (Linux, macOS), workers are therefore forked from a multiprocessing
 fork server that has loaded all of that once (`preload.py`): `prestart` launches it when the job
@@ -19,7 +19,8 @@ import queue
 import time
 from typing import Any
 
-from parallelsync.worker import RangeTask, WorkerSetup, worker_main
+from parallelsync.workers.messages import Message, RangeTask
+from parallelsync.workers.worker import WorkerSetup, worker_main
 
 
 class Inbox:
@@ -34,14 +35,14 @@ class Inbox:
     def __init__(self, ctx: Any) -> None:
         self._ctx = ctx
         self._queues: dict[int, Any] = {}
-        self._buffer: list[tuple[Any, ...]] = []
+        self._buffer: list[Message] = []
 
     def new(self, wid: int) -> Any:
         q = self._ctx.Queue()
         self._queues[wid] = q
         return q
 
-    def get_nowait(self) -> tuple[Any, ...]:
+    def get_nowait(self) -> Message:
         if not self._buffer:
             for q in list(self._queues.values()):
                 with contextlib.suppress(queue.Empty):
@@ -50,7 +51,7 @@ class Inbox:
             raise queue.Empty
         return self._buffer.pop(0)
 
-    def get(self, timeout: float) -> tuple[Any, ...]:
+    def get(self, timeout: float) -> Message:
         if not self._buffer:
             # `_reader` is the queue's receiving Connection (private, but the only way to wait
             # on several queues at once without a thread per queue).
@@ -62,7 +63,7 @@ class Inbox:
 def _context() -> Any:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["parallelsync.preload"])
+        ctx.set_forkserver_preload(["parallelsync.workers.preload"])
         return ctx
     return mp.get_context("spawn")
 

@@ -6,6 +6,6 @@ cache (~1.3 s of CPU together), so each forked worker starts warm instead of pay
 
 from __future__ import annotations
 
-from parallelsync.worker import warm_up
+from parallelsync.workers.worker import warm_up
 
 warm_up()

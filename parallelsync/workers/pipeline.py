@@ -13,7 +13,7 @@ import threading
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from parallelsync.target.sink import Sink
+from parallelsync.targets import Sink
 from parallelsync.transcode.batch import EncodedBatch
 
 # Batches queued between two threads: one being worked on downstream, one ready.

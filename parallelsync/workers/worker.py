@@ -1,17 +1,11 @@
 """One worker process: import the snapshot, then copy the ranges the coordinator hands it.
 
-Per range, three threads pass batches along bounded queues (stages.py): a reader thread streams
+Per range, three threads pass batches along bounded queues (pipeline.py): a reader thread streams
 `COPY (SELECT ...) TO STDOUT (FORMAT BINARY)` with libpq's `get_copy_data` (one message per tuple,
 appended to a bytearray: the cheapest way psycopg offers); the worker's main thread transcodes each
-batch into BSON bytes (numba kernels, which release the GIL); a writer thread inserts them. So the
-server keeps sending while a batch is transcoded, and both overlap the MongoDB round trips. Each
-queue holds at most two batches, which bounds memory.
-
-Messages to the coordinator are plain tuples (cheap to pickle):
-  ("ready", wid, pid) | ("progress", wid, range_id, rows, nbytes) |
-  ("done", wid, range_id, rows, nbytes, seconds, digest) | ("failed", wid, range_id, error) |
-  ("fatal", wid, error) | ("skipped", wid, range_id, count, [{_id, size}]) (--oversize skip,
-  sent just before that range's "done")
+batch into BSON bytes (compiled kernels, which release the GIL); a writer thread inserts them. So
+the server keeps sending while a batch is transcoded, and both overlap the target's round trips.
+Each queue holds at most two batches, which bounds memory. Messages: messages.py.
 """
 
 from __future__ import annotations
@@ -19,25 +13,23 @@ from __future__ import annotations
 import os
 import signal
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from parallelsync.checksum import Digest
-from parallelsync.errors import (
-    ParallelSyncError,
-)
-from parallelsync.oversize import SkippingEncoder
+from parallelsync.errors import InternalError, ParallelSyncError
 from parallelsync.source.connect import classify, connect
 from parallelsync.source.copystream import copy_batches
 from parallelsync.source.snapshot import import_snapshot
-from parallelsync.stages import Reader, Writer
-from parallelsync.target import bsonfile
-from parallelsync.target.client import connect as mongo_connect
-from parallelsync.target.sink import MongoSink, NullSink, Sink
+from parallelsync.targets import Sink, SinkSpec, open_sink
+from parallelsync.transcode.checksum import Digest
 from parallelsync.transcode.encoder import DocumentEncoder
 from parallelsync.transcode.model import Layout
+from parallelsync.transcode.oversize import SkippingEncoder
+from parallelsync.workers.messages import Done, Failed, Fatal, Progress, RangeTask, Ready
+from parallelsync.workers.pipeline import Reader, Writer
 
 
 @dataclass(frozen=True)
@@ -46,20 +38,16 @@ class WorkerSetup:
     source_dsn: str
     snapshot: str
     layout: Layout
-    target_uri: str
-    db: str
-    temp_collection: str
+    sink: SinkSpec
     batch_rows: int
     batch_bytes: int
     checksum: bool = False  # digest every document (for --verify checksum and `verify`)
     oversize: str = "fail"  # --oversize: "skip" leaves documents over 16 MiB out (oversize.py)
 
 
-@dataclass(frozen=True)
-class RangeTask:
-    range_id: int
-    attempt: int
-    query: str  # the complete COPY statement for this range
+def internal_error(exc: BaseException, where: str) -> InternalError:
+    """An unexpected exception as an error that keeps its traceback across the process boundary."""
+    return InternalError(f"internal error {where}: {exc!r}", traceback.format_exc())
 
 
 def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
@@ -70,22 +58,20 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
     try:
         conn = connect(setup.source_dsn, autocommit=True)
         import_snapshot(conn, setup.snapshot)
-        sink = make_sink(setup)
-        # --oversize skip (issue 3): same encode() interface, minus documents over 16 MiB.
+        sink = open_sink(setup.sink)
+        # --oversize skip: same encode() interface, minus documents over 16 MiB.
         skip = setup.oversize == "skip"
         encoder = SkippingEncoder(setup.layout) if skip else DocumentEncoder(setup.layout)
     except ParallelSyncError as exc:
-        results.put(("fatal", wid, exc))
+        results.put(Fatal(wid, exc))
         return
     except psycopg.Error as exc:
-        results.put(
-            ("fatal", wid, classify(exc, setup.source_dsn, "importing the snapshot failed"))
-        )
+        results.put(Fatal(wid, classify(exc, setup.source_dsn, "importing the snapshot failed")))
         return
     except Exception as exc:  # report, never die silently
-        results.put(("fatal", wid, ParallelSyncError(f"worker start failed: {exc!r}")))
+        results.put(Fatal(wid, internal_error(exc, "starting a worker")))
         return
-    results.put(("ready", wid, os.getpid()))
+    results.put(Ready(wid, os.getpid()))
     try:
         while True:
             task = tasks.get()
@@ -96,43 +82,29 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
                 digest = Digest() if setup.checksum else None
                 rows, nbytes = copy_range(conn, encoder, sink, setup, task, wid, results, digest)
             except ParallelSyncError as exc:
-                results.put(("failed", wid, task.range_id, exc))
+                results.put(Failed(wid, task.range_id, exc))
                 if exc.transient:
                     break  # the connection may be broken: the coordinator starts a fresh worker
                 continue
             except Exception as exc:
-                results.put(
-                    ("failed", wid, task.range_id, ParallelSyncError(f"internal error: {exc!r}"))
-                )
+                results.put(Failed(wid, task.range_id, internal_error(exc, "copying a range")))
                 break
+            skipped, entries = encoder.take() if isinstance(encoder, SkippingEncoder) else (0, [])
             elapsed = time.monotonic() - start
-            if isinstance(encoder, SkippingEncoder):  # --oversize skip (issue 3)
-                skipped, entries = encoder.take()
-                if skipped:
-                    results.put(("skipped", wid, task.range_id, skipped, entries))
-            results.put(("done", wid, task.range_id, rows, nbytes, elapsed, digest))
+            results.put(Done(wid, task.range_id, rows, nbytes, elapsed, digest, skipped, entries))
     finally:
         sink.close()
         conn.close()
 
 
 def warm_up() -> None:
-    """Load the kernels now (from numba's cache when spawned), not on the first batch."""
+    """Load the kernels now, not on the first batch."""
     try:
         from parallelsync.transcode.warmup import warm
 
         warm()
     except Exception:
-        pass  # no numba, or it failed: the first batch shows what is wrong, or uses Python
-
-
-def make_sink(setup: WorkerSetup) -> Sink:
-    if setup.target_uri.startswith("null:"):
-        return NullSink()
-    if setup.target_uri.startswith(bsonfile.PREFIX):
-        directory = bsonfile.target_dir(setup.target_uri)
-        return bsonfile.FileSink(bsonfile.temp_dir(directory, setup.temp_collection))
-    return MongoSink(mongo_connect(setup.target_uri), setup.db, setup.temp_collection)
+        pass  # the first batch shows what is wrong, or uses Python
 
 
 def copy_range(
@@ -146,7 +118,7 @@ def copy_range(
     digest: Digest | None = None,
 ) -> tuple[int, int]:
     def report(rows: int, nbytes: int) -> None:
-        results.put(("progress", wid, task.range_id, rows, nbytes))
+        results.put(Progress(wid, task.range_id, rows, nbytes))
 
     sink.begin_range(task.range_id)
     writer = Writer(sink, task.attempt > 1, report)
@@ -156,27 +128,21 @@ def copy_range(
     )
     try:
         for buf, start in reader:
-            total_rows += _flush(encoder, buf, start, writer, digest)
+            batch = encoder.encode(buf, start)
+            if batch.rows:
+                if digest is not None:
+                    digest.add_all(batch.documents())
+                writer.put(batch, batch.end - start)
+            total_rows += batch.rows
             total_bytes += len(buf) - start
         writer.finish()
-        sink.end_range()  # durable before "done": the coordinator may assemble right after
+        sink.end_range()  # durable before Done: the coordinator may assemble right after
     except BaseException:
         writer.abandon()
         raise
     finally:
         reader.stop()  # cancels a COPY still streaming
     return total_rows, total_bytes
-
-
-def _flush(
-    encoder: DocumentEncoder, buf: bytearray, start: int, writer: Writer, digest: Digest | None
-) -> int:
-    batch = encoder.encode(buf, start)
-    if batch.rows:
-        if digest is not None:
-            digest.add_all(batch.documents())
-        writer.put(batch, batch.end - start)
-    return batch.rows
 
 
 __all__ = ["RangeTask", "WorkerSetup", "worker_main"]

@@ -1,0 +1,120 @@
+"""Command line: parses arguments, dispatches to a command, maps errors to exit codes.
+
+No business logic lives here. One handler turns any `ParallelSyncError` into a one-paragraph
+message on stderr and its exit code; `--debug` adds the traceback (for errors raised in a worker
+process, the worker's own traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from parallelsync import __version__
+from parallelsync.cli.output import print_traceback
+from parallelsync.config import build_config, options_for
+from parallelsync.errors import EXIT_FAILED, EXIT_USAGE, ParallelSyncError, UsageError
+
+COMMANDS = {
+    "copy": "copy a table into a collection (one snapshot, N workers, atomic swap)",
+    "plan": "show the key ranges a copy would use, with estimated rows",
+    "verify": "compare a target collection with the source now (counts and checksums per range)",
+    "status": "list the job documents of a target, newest first",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on bad usage; keep that, but with our message style."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _add_options(p: argparse.ArgumentParser, command: str) -> None:
+    for opt in options_for(command):
+        env = ", ".join(opt.env_vars)
+        default = "" if opt.default is None else f"; default {opt.default}"
+        p.add_argument(
+            opt.flag,
+            dest=opt.name,
+            default=None,
+            metavar="{" + ",".join(opt.choices) + "}" if opt.choices else opt.name.upper(),
+            help=f"{opt.help} (env {env}{default})",
+        )
+    p.add_argument("--config", help="TOML file with any of these options (env PARALLELSYNC_CONFIG)")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object with the result on stdout"
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: a typo such as --worker must be an error, not taken as --workers.
+    parser = _Parser(
+        prog="parallelsync",
+        description="Parallel, consistent PostgreSQL -> MongoDB full sync.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"parallelsync {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        _add_options(p, name)
+        if name == "status":
+            p.add_argument("--job", help="show this job's whole document")
+            p.add_argument(
+                "--limit", type=int, default=10, help="how many jobs to list (default 10)"
+            )
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cli = vars(args)
+    if cli.get("config") is None:
+        cli["config"] = os.environ.get("PARALLELSYNC_CONFIG")
+    if args.command == "status":
+        from parallelsync.cli.status import run_status
+
+        return run_status(cli, as_json=args.json)
+    from parallelsync.cli import commands
+
+    cfg = build_config(args.command, cli)
+    run = {"copy": commands.run_copy, "plan": commands.run_plan, "verify": commands.run_verify}
+    return run[args.command](cfg, as_json=args.json, debug=args.debug)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    try:
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        if not args.command:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return _dispatch(args)
+    except ParallelSyncError as exc:
+        if debug:
+            print_traceback(exc)
+        print(f"parallelsync: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("parallelsync: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`plan | head`): not an error of ours. Point stdout
+        # at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if debug:
+            print_traceback(exc)
+        print(
+            f"parallelsync: internal error: {exc!r} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED

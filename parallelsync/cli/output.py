@@ -1,0 +1,42 @@
+"""What the CLI prints: the summary, JSON results, tracebacks for --debug."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from typing import Any
+
+from parallelsync.errors import InternalError
+from parallelsync.job.progress import human
+from parallelsync.job.state import Result
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, default=str), flush=True)
+
+
+def print_traceback(exc: BaseException) -> None:
+    traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, InternalError) and exc.details:
+        print(f"in the worker process:\n{exc.details}", file=sys.stderr)
+
+
+def print_summary(r: Result) -> None:
+    rate = r.rows / r.seconds if r.seconds > 0 else 0.0
+    rows = [
+        ("job", r.job_id),
+        ("status", r.status),
+        ("target", r.target),
+        ("rows", f"{r.rows:,}"),
+        ("documents", f"{r.docs:,}"),
+        ("COPY bytes", f"{r.bytes / 1e6:,.1f} MB"),
+        ("seconds", f"{r.seconds:,.2f}"),
+        ("rate", f"{human(rate)} rows/s, {r.bytes / max(r.seconds, 1e-9) / 1e6:.1f} MB/s"),
+        ("workers / ranges", f"{r.workers} / {r.ranges}"),
+        ("consistent LSN", f"{r.consistent_lsn} (slot {r.slot})" if r.slot else "- (no slot)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}", file=sys.stderr)
+    sys.stderr.flush()

@@ -1,0 +1,181 @@
+"""One frozen job configuration, built from command line > environment > config file > defaults.
+
+Every option has an environment variable `PARALLELSYNC_<NAME>` and a key in the TOML config file
+(`--config FILE`, top-level keys or a `[copy]` table). `SLOTNAME` is also read for `--slot`, as the
+old script did. The file may also hold a `[mapping]` table (columns -> document fields; file only,
+see mapping/config.py and docs/mapping.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from parallelsync.config.options import (
+    BY_NAME,
+    COPY,
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_ROWS,
+    OPTIONS,
+    Option,
+    options_for,
+)
+from parallelsync.errors import UsageError
+from parallelsync.mapping.config import MappingConfig, parse_mapping
+from parallelsync.source.names import split_qualified
+
+
+@dataclass(frozen=True)
+class CopyConfig:
+    """Everything a copy, plan or verify needs; options a command does not take keep defaults."""
+
+    source: str
+    table: str
+    target: str = "null:"
+    db: str = ""
+    collection: str = ""
+    workers: int = 2
+    where: str | None = None
+    slot: str | None = None
+    stats_collection: str = "parallelsync_jobs"
+    key: tuple[str, ...] | None = None
+    ranges_per_worker: int = 4
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    batch_bytes: int = DEFAULT_BATCH_BYTES
+    nulls: str = "null"
+    uuid: str = "binary"
+    numeric: str = "string"
+    infinity: str = "clamp"
+    json_keys: str = "keep"
+    progress_seconds: float = 5.0
+    verify: str = "count"
+    resume: str | None = None
+    changed_rows_collection: str | None = None
+    oversize: str = "fail"
+    max_attempts: int = 3
+    # The `[mapping]` table of the config file (file only: it is structured).
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    command: str = COPY
+
+
+def load_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    section = data.get("copy")
+    if isinstance(section, dict):
+        data = {**{k: v for k, v in data.items() if k != "copy"}, **section}
+    return data
+
+
+def _bool(v: str | bool) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {v!r}")
+
+
+def check_file_keys(file: Mapping[str, Any]) -> None:
+    """A config file may hold the keys of every subcommand, but no key that none knows."""
+    unknown = sorted(set(file) - set(BY_NAME) - {"mapping"})
+    if unknown:
+        raise UsageError(
+            f"unsupported config key(s): {', '.join(unknown)}; "
+            f"supported: {', '.join(sorted(BY_NAME))}"
+        )
+
+
+def merge(
+    options: tuple[Option, ...],
+    cli: Mapping[str, Any],
+    env: Mapping[str, str],
+    file: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Each option's value by precedence: flag > environment > config file > default."""
+    out: dict[str, Any] = {}
+    for opt in options:
+        value: Any = cli.get(opt.name)
+        origin = opt.flag
+        if value is None:
+            for var in opt.env_vars:
+                if env.get(var):
+                    value, origin = env[var], f"environment variable {var}"
+                    break
+        if value is None and opt.name in file:
+            value, origin = file[opt.name], f"config key {opt.name!r}"
+        if value is None:
+            out[opt.name] = opt.default
+            continue
+        try:
+            value = _bool(value) if opt.type is bool else opt.type(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{origin}: {value!r} is not a valid {opt.type.__name__}") from None
+        if opt.choices and value not in opt.choices:
+            raise UsageError(f"{origin}: {value!r} is not one of {', '.join(opt.choices)}")
+        out[opt.name] = value
+    return out
+
+
+def _require(values: Mapping[str, Any], name: str, what: str = "") -> None:
+    if not values.get(name):
+        opt = BY_NAME[name]
+        raise UsageError(
+            f"{opt.flag} is required{what} (or {opt.env_vars[0]} / config key {name!r})"
+        )
+
+
+def default_collection(table: str) -> str:
+    """The collection a table goes to by default: the table's own name, unquoted."""
+    return split_qualified(table)[1]
+
+
+def build_config(
+    command: str, cli: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> CopyConfig:
+    """The configuration of `command` (copy, plan or verify) from flags, environment and file."""
+    env = os.environ if env is None else env
+    file = load_file(cli.get("config"))
+    check_file_keys(file)
+    mapping = parse_mapping(file.pop("mapping", None))
+    values = merge(options_for(command), cli, env, file)
+    _require(values, "source")
+    _require(values, "table")
+    if "target" in values:
+        _require(values, "target")
+    if values["workers"] < 1:
+        raise UsageError(f"--workers must be at least 1, got {values['workers']}")
+    if values.get("max_attempts", 1) < 1:
+        raise UsageError(f"--max-attempts must be at least 1, got {values['max_attempts']}")
+    if values["ranges_per_worker"] < 1:
+        raise UsageError("--ranges-per-worker must be at least 1")
+    if values.get("batch_rows", 1) < 1 or values.get("batch_bytes", 1024) < 1024:
+        raise UsageError("--batch-rows must be >= 1 and --batch-bytes >= 1024")
+    key = values["key"]
+    values["key"] = tuple(k.strip() for k in key.split(",") if k.strip()) if key else None
+    values["db"] = values.get("db") or ""
+    if not values.get("collection"):
+        values["collection"] = default_collection(str(values["table"]))
+    values["mapping"] = mapping
+    values["command"] = command
+    names = {f.name for f in fields(CopyConfig)}
+    return CopyConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def build_copy_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -> CopyConfig:
+    return build_config(COPY, cli, env)
+
+
+__all__ = ["OPTIONS", "CopyConfig", "build_config", "build_copy_config", "load_file", "merge"]

@@ -1,0 +1,1 @@
+"""The coordinator: one module per phase, composed by `copy.CopyJob` and `verify.run_verify`."""

@@ -1,0 +1,275 @@
+"""The copy job: preflight -> lock -> snapshot -> plan -> workers -> checks -> swap.
+
+`CopyJob.run` only composes the phases (phases.py, resume.py, schedule.py, checks.py and the
+target); each returns what it made. The target is only ever changed by the final swap; every other
+write goes to a temp collection named after the target and the job id, which is dropped on any
+failure or abort.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from parallelsync.cdc.changed_rows import emit_changed_rows
+from parallelsync.cdc.publication import drop_publication, ensure_publication
+from parallelsync.cdc.slots import advance_slot
+from parallelsync.config import CopyConfig
+from parallelsync.errors import Aborted, ParallelSyncError, TargetError
+from parallelsync.job import jobdoc
+from parallelsync.job.checks import check_counts, verify_checksums
+from parallelsync.job.phases import Prepared, make_plan, preflight, range_states
+from parallelsync.job.progress import Progress
+from parallelsync.job.resume import ResumeStart, catch_up, fingerprint, start_resume
+from parallelsync.job.schedule import Scheduler
+from parallelsync.job.state import AbortFlag, RangeState, Result, new_job_id
+from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
+from parallelsync.targets import Target, open_target
+from parallelsync.targets.base import JobStore, NullJobs, temp_name
+from parallelsync.targets.mongodb.jobs import ABORTED, FAILED, FINISHED
+from parallelsync.workers.pool import WorkerPool
+from parallelsync.workers.worker import WorkerSetup
+
+# Job-document updates at most this often: the stats write must stay negligible next to the copy.
+STATS_INTERVAL_S = 2.0
+
+
+def stderr_log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Run:
+    """What this run holds, so that a failure releases exactly that and nothing more."""
+
+    job_id: str
+    temp: str
+    target: Target | None = None
+    jobs: JobStore = field(default_factory=NullJobs)
+    locked: bool = False  # the target's lock is ours: its temp, slot and job document are too
+    temp_live: bool = False
+    holder: SnapshotHolder | None = None
+    slot: str | None = None  # the job's slot
+    publication: str | None = None
+    resumed: ResumeStart | None = None
+
+
+def run_workers(
+    pool: WorkerPool,
+    setup: WorkerSetup,
+    states: list[RangeState],
+    cfg: CopyConfig,
+    progress: Progress,
+    *,
+    log: Callable[[str], None],
+    check: Callable[[], None],
+    on_stats: Callable[[], None],
+) -> None:
+    """The workers copy every range (shared by copy and verify)."""
+    last = [0.0]
+
+    def tick() -> None:
+        progress.tick()
+        if time.monotonic() - last[0] > STATS_INTERVAL_S:
+            last[0] = time.monotonic()
+            on_stats()
+
+    progress.add(sum(s.rows for s in states), sum(s.bytes for s in states))
+    Scheduler(
+        pool, setup, states, workers=cfg.workers, max_attempts=cfg.max_attempts, log=log,
+        on_rows=progress.add, check=check, tick=tick,
+    ).run()  # fmt: skip
+    progress.tick(force=True)
+    on_stats()
+    progress.done()
+
+
+class CopyJob:
+    def __init__(self, cfg: CopyConfig, log: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.log = log or stderr_log
+        self.abort = AbortFlag()
+        self.pool = WorkerPool()
+        self.started = time.monotonic()
+        self.job_id = new_job_id()
+
+    def run(self) -> Result:
+        cfg = self.cfg
+        run = Run(self.job_id, temp_name(cfg.collection, self.job_id))
+        result = Result(FAILED, run.job_id, workers=cfg.workers)
+        self.abort.install()
+        try:
+            self.pool.prestart()  # the fork server loads the workers' code meanwhile
+            prepared = preflight(cfg)
+            run.target = target = open_target(
+                cfg.target, db=cfg.db, collection=cfg.collection,
+                stats_collection=cfg.stats_collection,
+            )  # fmt: skip
+            result.target = target.display
+            states, snap, estimated = self._start(prepared, target, run)
+            result.job_id, result.ranges = run.job_id, len(states)
+            result.consistent_lsn, result.slot, result.snapshot = (
+                snap.consistent_lsn, run.slot, snap.name,
+            )  # fmt: skip
+            setup = WorkerSetup(
+                run.job_id, cfg.source, snap.name, prepared.projection.layout,
+                target.sink_spec(run.temp), cfg.batch_rows, cfg.batch_bytes,
+                checksum=cfg.verify == "checksum", oversize=cfg.oversize,
+            )  # fmt: skip
+            progress = Progress(estimated, cfg.progress_seconds)
+            run_workers(
+                self.pool, setup, states, cfg, progress, log=self.log,
+                check=lambda: self._check(target),
+                on_stats=lambda: self._stats(run, states, progress),
+            )  # fmt: skip
+            caught_up, expected = 0, None
+            if run.resumed is not None:
+                expected, caught_up = catch_up(
+                    cfg, prepared, target, run.temp, run.resumed, run.jobs, self.log
+                )
+            result.rows = expected if expected is not None else sum(s.rows for s in states)
+            result.bytes = sum(s.bytes for s in states)
+            result.docs = check_counts(
+                target, run.temp, states, result.rows, per_range=not caught_up
+            )
+            if cfg.verify == "checksum" and caught_up:
+                # Digests were taken as ranges were copied, before the catch-up rewrote rows.
+                self.log("checksums skipped: the resume rewrote changed rows; run `verify`")
+            elif cfg.verify == "checksum":
+                verify_checksums(target, run.temp, states, run.jobs)
+            target.seal(run.temp)
+            if self.abort.requested:
+                raise Aborted("the job was interrupted before the swap; the target is unchanged")
+            target.swap(run.temp, self.log)
+            run.temp_live = False
+            result.status, result.seconds = FINISHED, time.monotonic() - self.started
+            run.jobs.finish(FINISHED, self._totals(states, result))
+            if run.holder is not None:
+                run.holder.close()  # keep the slot: change capture resumes from it
+            if run.resumed is not None and run.slot and snap.consistent_lsn:
+                advance_slot(cfg.source, run.slot, snap.consistent_lsn)
+            if cfg.changed_rows_collection:
+                result.extra["changed_rows"] = self._changed_rows(prepared, target, run, snap)
+            return result
+        except (ParallelSyncError, KeyboardInterrupt) as exc:
+            err = (
+                exc
+                if isinstance(exc, ParallelSyncError)
+                else Aborted("stopped by a second interrupt")
+            )
+            status = ABORTED if isinstance(err, Aborted) else FAILED
+            result.status, result.error, result.exit_code = status, str(err), err.exit_code
+            result.exception = exc
+            result.seconds = time.monotonic() - self.started
+            self._cleanup(run, status, str(err))
+            return result
+        finally:
+            self.pool.stop()
+            if run.target is not None:
+                run.target.close()
+            self.abort.restore()
+
+    # ---------------------------------------------------------------- phases
+    def _start(
+        self, prepared: Prepared, target: Target, run: Run
+    ) -> tuple[list[RangeState], Snapshot, int]:
+        """Lock the target, then either resume the job named by --resume or start a new one."""
+        cfg = self.cfg
+        job = target.find_job(cfg.resume) if cfg.resume else None
+        if job is not None:
+            run.job_id, run.temp = str(job["_id"]), str(job["target"]["temp"])
+        target.lock(run.job_id, resume=job is not None)
+        run.locked, run.jobs = True, target.jobs(run.job_id)
+        target.remove_leftovers(run.temp, run.job_id, self.log)
+        if job is not None:
+            run.temp_live = True  # it exists: a failure of this run must drop it too
+            run.resumed = start = start_resume(cfg, prepared, target, job, run.jobs, self.log)
+            run.holder, run.slot, run.publication = start.holder, start.slot, start.publication
+            return start.states, start.snapshot, start.estimated_rows
+        table, proj = prepared.table, prepared.projection
+        # Publish the table under the slot's name before the slot exists, so the slot can tell a
+        # later resume which rows changed (tables without a primary key are not published: a
+        # publication would make their UPDATEs fail for lack of replica identity).
+        publish = cfg.slot and proj.key and proj.key == table.primary_key
+        if publish and cfg.slot and ensure_publication(cfg.source, table, cfg.slot):
+            run.publication = cfg.slot
+        run.holder, run.slot = SnapshotHolder(cfg.source, cfg.slot), cfg.slot
+        snap = run.holder.open()
+        plan = make_plan(cfg, prepared, snap.name)
+        states = range_states(cfg, prepared, plan)
+        run.jobs.create(
+            jobdoc.initial(
+                cfg, prepared, plan, snap, states, temp=run.temp,
+                fingerprint=fingerprint(prepared, cfg), publication=run.publication,
+            )
+        )  # fmt: skip
+        target.prepare(run.temp)
+        run.temp_live = True
+        return states, snap, plan.estimated_rows
+
+    def _check(self, target: Target) -> None:
+        if self.abort.requested:
+            raise Aborted("the job was interrupted (SIGINT/SIGTERM); the target is unchanged")
+        if target.lease_lost:
+            raise TargetError("the target lease was lost to another job; nothing was swapped")
+
+    def _stats(self, run: Run, states: list[RangeState], progress: Progress) -> None:
+        rows, nbytes = sum(s.rows for s in states), sum(s.bytes for s in states)
+        elapsed = time.monotonic() - self.started
+        run.jobs.update(jobdoc.figures(states, rows, rows, nbytes, elapsed, progress.fraction()))
+
+    def _totals(self, states: list[RangeState], r: Result) -> dict[str, object]:
+        fields = jobdoc.figures(states, r.rows, r.docs, r.bytes, r.seconds, 1.0)
+        fields |= {"source_count": r.rows, "target_count": r.docs}
+        if self.cfg.oversize == "skip":
+            # Skipped rows were read but not written: source rows = rows + skipped_count.
+            count, entries = jobdoc.skipped(states)
+            if count:
+                self.log(
+                    f"skipped {count} document(s) over 16 MiB; see 'skipped' in the job document"
+                )
+            r.extra["skipped_count"] = count
+            fields |= {"skipped": entries, "skipped_count": count}
+        return fields
+
+    def _changed_rows(
+        self, prepared: Prepared, target: Target, run: Run, snap: Snapshot
+    ) -> int | None:
+        cfg = self.cfg
+        assert cfg.changed_rows_collection is not None
+        if not (run.slot and run.publication and target.resumable):
+            self.log(
+                "--changed-rows-collection needs --slot on a table with a primary key; skipped"
+            )
+            return None
+        try:
+            count, upto = emit_changed_rows(
+                cfg.source, slot=run.slot, publication=run.publication,
+                key=prepared.projection.key, since_lsn=snap.consistent_lsn, job_id=run.job_id,
+                table=cfg.table, target=target, collection=cfg.changed_rows_collection,
+            )  # fmt: skip
+        except TargetError as exc:
+            self.log(f"writing changed-row jobs to {cfg.changed_rows_collection} failed: {exc}")
+            return None
+        run.jobs.update({"changed_rows": {"count": count, "upto_lsn": upto}})
+        return count
+
+    def _cleanup(self, run: Run, status: str, error: str) -> None:
+        """Undo what this run made: workers, temp, its slot and publication. A run that never
+        took the target's lock (refused, or failed before) owns nothing and drops nothing."""
+        self.pool.stop()
+        target = run.target
+        if target is not None and run.temp_live:
+            target.discard(run.temp)
+        if run.holder is not None:
+            run.holder.drop_slot()
+        if run.locked and run.resumed is not None and run.slot:
+            # The resumed job's own slot is as useless as its temp collection now.
+            drop_slot(self.cfg.source, run.slot)
+        if run.locked and run.publication:
+            drop_publication(self.cfg.source, run.publication)
+        run.jobs.finish(
+            status, {"error": error, "elapsed": round(time.monotonic() - self.started, 3)}
+        )

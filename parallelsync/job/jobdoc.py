@@ -1,0 +1,78 @@
+"""The job document's fields: what a run records about itself, the same while running and at the
+end (README "Job statistics" lists them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parallelsync.config import CopyConfig
+from parallelsync.job.phases import Prepared
+from parallelsync.job.state import RangeState
+from parallelsync.redact import redact_dsn, redact_uri
+from parallelsync.source.planner import Plan
+from parallelsync.source.snapshot import Snapshot
+from parallelsync.transcode.oversize import MAX_SKIPPED_ENTRIES
+
+
+def initial(
+    cfg: CopyConfig,
+    prepared: Prepared,
+    plan: Plan,
+    snap: Snapshot,
+    states: list[RangeState],
+    *,
+    temp: str,
+    fingerprint: str,
+    publication: str | None,
+) -> dict[str, Any]:
+    table = prepared.table
+    return {
+        "source": {
+            "dsn": redact_dsn(cfg.source),
+            "schema": table.schema,
+            "table": table.name,
+            "filter": cfg.where,
+            "key": list(plan.key),
+        },
+        "target": {
+            "uri": redact_uri(cfg.target),
+            "db": cfg.db,
+            "collection": cfg.collection,
+            "temp": temp,
+        },
+        "workers": cfg.workers,
+        "snapshot": {"name": snap.name, "consistent_lsn": snap.consistent_lsn, "slot": snap.slot},
+        "plan": {"method": plan.method, "estimated_rows": plan.estimated_rows},
+        "ranges": [s.doc() for s in states],
+        "fingerprint": fingerprint,
+        "publication": publication,
+        "totals": {"rows": 0, "docs": 0, "bytes": 0},
+        "progress": 0.0,
+    }
+
+
+def figures(
+    states: list[RangeState], rows: int, docs: int, nbytes: int, seconds: float, progress: float
+) -> dict[str, Any]:
+    """The running figures: per-range states, totals, progress, rates."""
+    return {
+        "ranges": [s.doc() for s in states],
+        "totals": {"rows": rows, "docs": docs, "bytes": nbytes},
+        "progress": progress,
+        "elapsed": round(seconds, 3),
+        "rates": {
+            "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0,
+            "mb_per_second": round(nbytes / seconds / 1e6, 2) if seconds > 0 else 0,
+        },
+    }
+
+
+def skipped(states: list[RangeState]) -> tuple[int, list[dict[str, Any]]]:
+    """--oversize skip: documents left out (count, first entries with their range)."""
+    count = sum(s.skipped for s in states)
+    entries = [
+        {"range": s.rng.id, **e}
+        for s in sorted(states, key=lambda s: s.rng.id)
+        for e in s.skipped_entries
+    ][:MAX_SKIPPED_ENTRIES]
+    return count, entries

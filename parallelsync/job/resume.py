@@ -1,0 +1,147 @@
+"""Resuming a copy whose coordinator died (`copy --resume JOB_ID|last`).
+
+What survives a dead coordinator: the job document (ranges with their status and exact COPY
+statements) and the temp collection with every range that finished. The exported snapshot does
+not survive (it lives in the coordinator's connection), so the remaining ranges are copied under a
+new snapshot. To still give one consistent result:
+
+- With a slot (and the publication created with it), the rows that changed between the first
+  snapshot and the new one are read from the slot, their documents deleted from the temp
+  collection, and the rows re-read from the new snapshot through the same transcoder
+  (cdc/catchup.py). The result is the table as of the new snapshot, whose LSN becomes the job's
+  consistent LSN (the slot is advanced to it after the swap).
+- Without a slot, finished ranges keep the first snapshot's rows and the rest come from the new
+  one ("per-range" consistency, recorded in the job document). Partly written ranges are cleared
+  by `_id` range first where BSON orders `_id` like PostgreSQL orders the key; otherwise their
+  documents are replaced by the new snapshot's version (rows deleted in between can remain).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from parallelsync.cdc.catchup import apply_changes, count_rows
+from parallelsync.cdc.peek import changed_keys
+from parallelsync.config import CopyConfig
+from parallelsync.errors import UsageError
+from parallelsync.job.phases import Prepared
+from parallelsync.job.state import DONE, PENDING, RangeState
+from parallelsync.source.connect import connect
+from parallelsync.source.snapshot import Snapshot, SnapshotHolder, import_snapshot
+from parallelsync.targets import Target
+from parallelsync.targets.base import JobStore, Log
+
+
+def fingerprint(prepared: Prepared, cfg: CopyConfig) -> str:
+    """What must not change between a run and its resumption: table, projection, filter, key."""
+    table, proj = prepared.table, prepared.projection
+    parts = [table.display, proj.select_list.as_string(None), cfg.where or "", ",".join(proj.key)]
+    parts.append(repr(proj.layout))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass
+class ResumeStart:
+    """A resumed job's starting point: its ranges and a new snapshot to copy the rest under."""
+
+    job: dict[str, Any]
+    states: list[RangeState]
+    holder: SnapshotHolder
+    snapshot: Snapshot
+    slot: str | None  # the job's own slot (the new snapshot comes from a temporary helper slot)
+    publication: str | None
+    estimated_rows: int
+
+    @property
+    def exact(self) -> bool:
+        """Changes since the first snapshot can be read from the slot (one consistent result)."""
+        return bool(self.slot and self.publication)
+
+
+def start_resume(
+    cfg: CopyConfig,
+    prepared: Prepared,
+    target: Target,
+    job: dict[str, Any],
+    jobs: JobStore,
+    log: Log,
+) -> ResumeStart:
+    job_id, temp = str(job["_id"]), str(job["target"]["temp"])
+    if job.get("fingerprint") != fingerprint(prepared, cfg):
+        raise UsageError(
+            f"job {job_id} copied a different table, filter, key or mapping: resume it with "
+            "the same options it was started with"
+        )
+    if not target.exists(temp):
+        raise UsageError(f"job {job_id}'s temp collection {temp} is gone: start a new copy")
+    old = job.get("snapshot") or {}
+    slot, publication = old.get("slot"), job.get("publication")
+    states = [RangeState.from_doc(d) for d in job.get("ranges", [])]
+    exact = bool(slot and publication)
+    for st in states:
+        if st.status != DONE:
+            # The job document lags the workers by a few seconds: any unfinished range may
+            # have written documents already, so every attempt from here tolerates duplicates.
+            st.status, st.rows, st.bytes = PENDING, 0, 0
+            st.attempts = max(st.attempts, 1)
+            if not exact and st.id_filter is not None:
+                target.clear(temp, st.id_filter)
+    if exact:
+        helper = f"{slot}_r{secrets.token_hex(3)}"[:63]
+        holder = SnapshotHolder(cfg.source, helper, temporary=True)
+    else:
+        holder = SnapshotHolder(cfg.source, None)
+    snap = holder.open()
+    done = sum(1 for s in states if s.status == DONE)
+    log(
+        f"resuming job {job_id}: {done} of {len(states)} ranges already copied; "
+        + (
+            "changes since the first snapshot will be applied from the slot"
+            if exact
+            else "no slot: finished ranges keep the first snapshot (per-range consistency)"
+        )
+    )
+    jobs.update(
+        {
+            "resumes": int(job.get("resumes", 0)) + 1,
+            "resumed_at": dt.datetime.now(dt.UTC),
+            "consistency": "snapshot" if exact else "per-range",
+            "snapshot_resumed": {"name": snap.name, "consistent_lsn": snap.consistent_lsn},
+        }
+    )
+    estimated = int((job.get("plan") or {}).get("estimated_rows", 0))
+    return ResumeStart(job, states, holder, snap, slot, publication, estimated)
+
+
+def catch_up(
+    cfg: CopyConfig,
+    prepared: Prepared,
+    target: Target,
+    temp: str,
+    start: ResumeStart,
+    jobs: JobStore,
+    log: Log,
+) -> tuple[int | None, int]:
+    """Bring finished ranges from the first snapshot to the new one, using the slot.
+
+    Returns (rows the new snapshot holds, rows caught up). The first is None without a slot: then
+    the rows read per range are the count to check; after a catch-up they no longer add up to it
+    (ranges were read under two snapshots), so one count(*) under the new snapshot is used."""
+    snap = start.snapshot
+    if not (start.exact and snap.consistent_lsn):
+        return None, 0
+    assert start.slot is not None and start.publication is not None
+    table, proj = prepared.table, prepared.projection
+    with connect(cfg.source, autocommit=True) as conn:
+        changes = changed_keys(conn, start.slot, snap.consistent_lsn, start.publication, proj.key)
+        import_snapshot(conn, snap.name)
+        n, _ = apply_changes(conn, table, proj, cfg.where, cfg.source, changes, target, temp)
+        expected = count_rows(conn, table, cfg.where)
+        conn.execute("ROLLBACK")
+    log(f"applied {n} rows changed between the first snapshot and the resume")
+    jobs.update({"snapshot.consistent_lsn": snap.consistent_lsn, "resume_changed_rows": n})
+    return expected, n

@@ -1,0 +1,1 @@
+"""Columns to documents: the `[mapping]` config and the projection (SELECT list + layout)."""

@@ -1,0 +1,161 @@
+"""A `file:DIR` target: the collection as a mongorestore-compatible `.bson` file.
+
+The same promises as a MongoDB target, on a file system: workers write one file per range in a
+hidden temp directory (a retried range truncates its own file, so nothing is written twice), and
+the finished file replaces `DIR/<collection>.bson` with one atomic `os.replace`. On failure the
+temp directory is removed and the old file stays as it was. Load it with
+`mongorestore --db DB --collection NAME DIR/<collection>.bson`.
+
+Assembly streams: the first part becomes the output and every other part is appended to it and
+removed, so memory stays flat and the disk holds at most the output plus one part.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from parallelsync.errors import TargetError, UsageError
+from parallelsync.targets.base import BaseTarget, IdFilter, Log, SinkSpec, TargetKind
+from parallelsync.transcode.batch import EncodedBatch
+
+PREFIX = "file:"
+# Read size when walking part files for the count: large enough that the walk, not the reads,
+# costs the time; small enough to stay negligible next to a worker's batches.
+CHUNK = 1 << 20
+
+
+def target_dir(uri: str) -> Path:
+    path = uri[len(PREFIX) :]
+    if not path:
+        raise UsageError("--target file: needs a directory, e.g. file:/data/export")
+    return Path(path)
+
+
+def temp_dir(directory: Path, temp_name: str) -> Path:
+    return directory / f".{temp_name}.parts"
+
+
+def range_path(parts: Path, range_id: int) -> Path:
+    return parts / f"{range_id:06d}.bson"
+
+
+class FileSink:
+    """Per-range files; `begin_range` opens (and truncates) the file of the range being copied."""
+
+    def __init__(self, parts: Path) -> None:
+        self._parts = parts
+        self._file: BinaryIO | None = None
+
+    def begin_range(self, range_id: int) -> None:
+        self.end_range()
+        try:
+            self._parts.mkdir(parents=True, exist_ok=True)
+            self._file = open(range_path(self._parts, range_id), "wb")  # noqa: SIM115
+        except OSError as exc:
+            raise TargetError(f"cannot write {self._parts}: {exc}") from None
+
+    def end_range(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def insert(self, batch: EncodedBatch, *, allow_duplicates: bool) -> int:
+        assert self._file is not None, "begin_range first"
+        try:
+            self._file.write(batch.data)
+        except OSError as exc:
+            raise TargetError(f"writing {self._file.name} failed: {exc}") from None
+        return batch.rows
+
+    def close(self) -> None:
+        self.end_range()
+
+
+def count_documents(path: Path) -> int:
+    """Documents in a file of concatenated BSON documents, by walking their length prefixes."""
+    count = pos = 0
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        while pos < size:
+            fh.seek(pos)
+            block = fh.read(CHUNK)
+            if len(block) < 4:
+                break
+            off = 0
+            while off + 4 <= len(block):
+                length = int.from_bytes(block[off : off + 4], "little")
+                if length < 5:
+                    raise TargetError(f"{path} holds a malformed document at byte {pos + off}")
+                off += length
+                count += 1
+            pos += off
+    if pos != size:
+        raise TargetError(f"{path} ends inside a document")
+    return count
+
+
+def _append(src: Path, out: BinaryIO) -> None:
+    with open(src, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        copied = 0
+        try:
+            while copied < size:
+                n = os.copy_file_range(fh.fileno(), out.fileno(), size - copied)
+                if n == 0:
+                    break
+                copied += n
+        except OSError:
+            fh.seek(copied)
+            out.seek(0, os.SEEK_END)
+            shutil.copyfileobj(fh, out, CHUNK)
+
+
+class FileTarget(BaseTarget):
+    kind: TargetKind = "file"
+
+    def __init__(self, uri: str, collection: str) -> None:
+        self.directory = target_dir(uri)
+        self.collection = collection
+        self.final = self.directory / f"{collection}.bson"
+        self.display = str(self.final)
+        if not self.directory.is_dir() or not os.access(self.directory, os.W_OK):
+            raise UsageError(f"--target {uri}: {self.directory} is not a writable directory")
+
+    def prepare(self, temp: str) -> None:
+        # An empty table gives an empty file: the parts directory exists even without ranges.
+        temp_dir(self.directory, temp).mkdir(exist_ok=True)
+
+    def sink_spec(self, temp: str) -> SinkSpec:
+        return SinkSpec("file", str(self.directory), "", temp)
+
+    def count(self, name: str, id_filter: IdFilter | None = None) -> int | None:
+        parts = temp_dir(self.directory, name)
+        if not parts.is_dir():
+            return 0
+        return sum(count_documents(p) for p in sorted(parts.glob("*.bson")))
+
+    def swap(self, temp: str, log: Log) -> None:
+        """Concatenate the range files and replace the final file atomically."""
+        parts = temp_dir(self.directory, temp)
+        assembled = parts / "assembled.bson.tmp"
+        try:
+            with open(assembled, "ab") as out:
+                for part in sorted(parts.glob("*.bson")):
+                    _append(part, out)
+                    part.unlink()  # the disk never holds the data twice beyond one part
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(assembled, self.final)
+        except OSError as exc:
+            raise TargetError(f"writing {self.final} failed: {exc}; it is unchanged") from None
+        finally:
+            shutil.rmtree(parts, ignore_errors=True)
+        log(f"wrote {self.final}")
+
+    def discard(self, temp: str) -> None:
+        shutil.rmtree(temp_dir(self.directory, temp), ignore_errors=True)

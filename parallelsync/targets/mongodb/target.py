@@ -1,0 +1,134 @@
+"""A MongoDB collection as a target: lease, job documents, temp collection, checks and swap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from parallelsync.errors import TargetError
+from parallelsync.targets.base import TEMP_MARKER, IdFilter, JobStore, Log, SinkSpec, TargetKind
+from parallelsync.targets.mongodb import digest, jobs, swap
+from parallelsync.targets.mongodb.client import connect
+from parallelsync.targets.mongodb.lease import Lease
+from parallelsync.transcode.checksum import Digest
+
+LOCK_COLLECTION = "parallelsync_locks"
+
+
+class MongoTarget:
+    kind: TargetKind = "mongodb"
+    resumable = True
+
+    def __init__(self, uri: str, db: str, collection: str, stats_collection: str) -> None:
+        self.uri = uri
+        self.collection = collection
+        self.stats_collection = stats_collection
+        self.display = f"{db}.{collection}"
+        self.client: MongoClient[Any] = connect(uri)
+        self.db: Database[Any] = self.client[db]
+        self._lease: Lease | None = None
+
+    # ---------------------------------------------------------------- one run per target
+    @property
+    def lease_lost(self) -> bool:
+        return self._lease is not None and self._lease.lost
+
+    def lock(self, job_id: str, *, resume: bool) -> None:
+        lease = Lease(self.db[LOCK_COLLECTION], self.display, job_id)
+        try:
+            lease.acquire(resume=resume)
+        except PyMongoError as exc:
+            raise TargetError(f"cannot take the target lease: {exc}") from None
+        lease.start_heartbeat()
+        self._lease = lease
+
+    def unlock(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+
+    # ---------------------------------------------------------------- job documents
+    def jobs(self, job_id: str) -> JobStore:
+        return jobs.JobStats(self.db[self.stats_collection], job_id)
+
+    def find_job(self, spec: str) -> dict[str, Any]:
+        return jobs.find_job(self.db[self.stats_collection], spec, self.db.name, self.collection)
+
+    def remove_leftovers(self, keep: str, job_id: str, log: Log) -> None:
+        # We hold the lease for this target, so any temp collection for it belongs to a dead job.
+        prefix = self.collection + TEMP_MARKER
+        for name in self.db.list_collection_names():
+            if name.startswith(prefix) and name != keep:
+                swap.drop_quietly(self.db, name)
+                log(f"removed stale temp collection {name} left by an earlier run")
+        jobs.mark_abandoned(self.db[self.stats_collection], self.db.name, self.collection, job_id)
+
+    # ---------------------------------------------------------------- the temp collection
+    def prepare(self, temp: str) -> None:
+        try:
+            self.db.create_collection(temp)
+        except PyMongoError as exc:
+            raise TargetError(f"cannot create the temp collection {temp}: {exc}") from None
+
+    def exists(self, name: str) -> bool:
+        return name in self.db.list_collection_names(filter={"name": name})
+
+    def sink_spec(self, temp: str) -> SinkSpec:
+        return SinkSpec("mongodb", self.uri, self.db.name, temp)
+
+    def count(self, name: str, id_filter: IdFilter | None = None) -> int | None:
+        return int(self.db[name].count_documents(id_filter or {}))
+
+    def digest(self, name: str, id_filter: IdFilter) -> Digest:
+        return digest.target_digest(self.db[name], id_filter)
+
+    def hashes(self, name: str, id_filter: IdFilter, limit: int) -> dict[Any, int] | None:
+        return digest.target_hashes(self.db[name], id_filter, limit)
+
+    def clear(self, temp: str, id_filter: IdFilter) -> None:
+        """Remove what a failed attempt wrote for a range selectable by `_id`."""
+        try:
+            self.db[temp].delete_many(id_filter)
+        except PyMongoError as exc:
+            raise TargetError(f"clearing a partly copied range in {temp} failed: {exc}") from None
+
+    def replace(self, temp: str, ids: list[Any], docs: list[bytes]) -> int:
+        """Delete documents by `_id`, insert new ones: returns the net change in the count."""
+        try:
+            delta = -int(self.db[temp].delete_many({"_id": {"$in": ids}}).deleted_count)
+            if docs:
+                self.db[temp].insert_many([RawBSONDocument(d) for d in docs], ordered=False)
+        except PyMongoError as exc:
+            raise TargetError(f"applying changed rows to {temp} failed: {exc}") from None
+        return delta + len(docs)
+
+    def add_documents(self, collection: str, docs: list[dict[str, Any]]) -> None:
+        try:
+            if docs:
+                self.db[collection].insert_many(docs, ordered=False)
+        except PyMongoError as exc:
+            raise TargetError(f"writing to {collection} failed: {exc}") from None
+
+    # ---------------------------------------------------------------- the end
+    def seal(self, temp: str) -> None:
+        """The old target's secondary indexes, built on the temp before it replaces the target."""
+        specs = swap.existing_secondary_indexes(self.db, self.collection)
+        swap.build_indexes(self.db, temp, specs)
+
+    def swap(self, temp: str, log: Log) -> None:
+        if self._lease is not None and not self._lease.still_held():
+            raise TargetError(
+                "the target lease was taken by another job before the swap; nothing was swapped"
+            )
+        swap.rename(self.db, temp, self.collection)
+
+    def discard(self, temp: str) -> None:
+        swap.drop_quietly(self.db, temp)
+
+    def close(self) -> None:
+        self.unlock()
+        self.client.close()
