@@ -18,7 +18,7 @@ from parallelsync.cdc.publication import drop_publication, ensure_publication
 from parallelsync.cdc.slots import advance_slot
 from parallelsync.config import CopyConfig
 from parallelsync.errors import Aborted, ParallelSyncError, TargetError
-from parallelsync.job import jobdoc
+from parallelsync.job import hooks, jobdoc
 from parallelsync.job.checks import check_counts, verify_checksums
 from parallelsync.job.phases import Prepared, make_plan, preflight, range_states
 from parallelsync.job.progress import Progress
@@ -124,6 +124,7 @@ class CopyJob:
                 check=lambda: self._check(target),
                 on_stats=lambda: self._stats(run, states, progress),
             )  # fmt: skip
+            hooks.fire("before_checks", target_uri=cfg.target, db=cfg.db, temp=run.temp)
             caught_up, expected = 0, None
             if run.resumed is not None:
                 expected, caught_up = catch_up(

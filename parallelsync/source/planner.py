@@ -112,8 +112,35 @@ def plan_ranges(
     if nranges == 1 or len(sample) < 2:
         only = KeyRange(0, "key", None, None, int(estimate))
         return Plan((only,), key, int(estimate), method)
-    # Cut the sample (in the server's key order) into nranges slices. A cut inside a run of equal
-    # keys moves to the run's first element, so equal keys never straddle two ranges.
+    ranges = ranges_from_sample(sample, nranges, estimate)
+    return Plan(tuple(ranges), key, int(estimate), method)
+
+
+def ranges_from_sample(
+    sample: list[tuple[Any, ...]], nranges: int, estimate: float
+) -> list[KeyRange]:
+    """Key ranges from a sample read in the key's order: the first and last are open-ended, so
+    rows outside the sampled span are still covered; `estimate` rows are spread by sample share.
+    Largest first, so the longest range does not start last and stretch the run."""
+    cuts = cut_positions(sample, nranges)
+    edges: list[tuple[Any, ...] | None] = [None, *(sample[c] for c in cuts), None]
+    positions = [0, *cuts, len(sample)]
+    scale = estimate / len(sample)
+    ranges = [
+        KeyRange(i, "key", edges[i], edges[i + 1], int((positions[i + 1] - positions[i]) * scale))
+        for i in range(len(edges) - 1)
+    ]
+    ranges.sort(key=lambda r: -r.estimated_rows)
+    return ranges
+
+
+def cut_positions(sample: list[tuple[Any, ...]], nranges: int) -> list[int]:
+    """Where to cut a sorted sample into `nranges` slices of similar size: strictly increasing
+    positions in (0, len(sample)); range i covers sample[cuts[i-1]:cuts[i]].
+
+    A cut inside a run of equal keys moves to the run's first element, so equal keys never
+    straddle two ranges (a range's upper bound is exclusive); cuts that would repeat are dropped,
+    so heavy duplicates give fewer, never empty, ranges."""
     cuts: list[int] = []
     step = len(sample) / nranges
     for i in range(1, nranges):
@@ -122,18 +149,7 @@ def plan_ranges(
             idx -= 1
         if idx > (cuts[-1] if cuts else 0):
             cuts.append(idx)
-    bounds = [sample[c] for c in cuts]
-    edges: list[tuple[Any, ...] | None] = [None, *bounds, None]
-    positions = [0, *cuts, len(sample)]
-    per_range = [positions[i + 1] - positions[i] for i in range(len(positions) - 1)]
-    scale = estimate / len(sample)
-    ranges = [
-        KeyRange(i, "key", edges[i], edges[i + 1], int(per_range[i] * scale))
-        for i in range(len(edges) - 1)
-    ]
-    # Largest first so the longest range does not start last and stretch the run.
-    ranges.sort(key=lambda r: -r.estimated_rows)
-    return Plan(tuple(ranges), key, int(estimate), method)
+    return cuts
 
 
 def _sample_keys(

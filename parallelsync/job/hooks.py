@@ -1,0 +1,30 @@
+"""Test hooks: named points in a job where a test can run code, like a server's fail points.
+
+`PARALLELSYNC_TEST_HOOKS="point=module:function[,point=module:function]"` makes the job call
+`function(**context)` when it reaches `point`. Fault tests use it to change the world at an exact
+moment (a document altered between the copy and the checks, DDL between the snapshot and the
+first COPY) instead of racing a sleep. Unset, a hook costs one environment lookup.
+
+Points and their context:
+  before_checks  after the workers finished, before counts and checksums: target_uri, db, temp
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+ENV = "PARALLELSYNC_TEST_HOOKS"
+
+
+def fire(point: str, **context: Any) -> None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        name, _, target = item.strip().partition("=")
+        if name != point:
+            continue
+        module, _, function = target.partition(":")
+        getattr(importlib.import_module(module), function)(**context)
