@@ -23,6 +23,7 @@ COMMANDS = {
     "plan": "show the key ranges a copy would use, with estimated rows",
     "verify": "compare a target collection with the source now (counts and checksums per range)",
     "status": "list the job documents of a target, newest first",
+    "demo": "run the main job end to end on throwaway PostgreSQL and SecantusDB servers",
 }
 
 
@@ -51,6 +52,14 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _add_demo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rows", type=int, default=100_000, help="rows in the sample table")
+    p.add_argument("--workers", type=int, default=2, help="worker processes of the copy")
+    p.add_argument("--keep", action="store_true", help="leave the servers running afterwards")
+    p.add_argument("--stop", action="store_true", help="stop the servers of a --keep demo")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: a typo such as --worker must be an error, not taken as --workers.
     parser = _Parser(
@@ -62,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        if name == "demo":
+            _add_demo_options(p)
+            continue
         _add_options(p, name)
         if name == "status":
             p.add_argument("--job", help="show this job's whole document")
@@ -75,6 +87,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     cli = vars(args)
     if cli.get("config") is None:
         cli["config"] = os.environ.get("PARALLELSYNC_CONFIG")
+    if args.command == "demo":
+        from parallelsync.demo.run import run_demo, stop_kept
+
+        return stop_kept() if args.stop else run_demo(args.rows, args.workers, args.keep)
     if args.command == "status":
         from parallelsync.cli.status import run_status
 

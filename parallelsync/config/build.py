@@ -98,6 +98,19 @@ def check_file_keys(file: Mapping[str, Any]) -> None:
         )
 
 
+def _file_value(opt: Option, value: Any) -> Any:
+    """A TOML value as the option's text form; a value of the wrong TOML type is refused.
+
+    `workers = 2.5` or `workers = true` must not quietly become 2 or 1; a list of names is
+    how TOML writes a list (`key = ["a", "b"]`)."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value) and opt.name == "key":
+        return ",".join(value)
+    ok = (str,) if opt.type is str else (str, int) if opt.type is int else (str, int, float)
+    if isinstance(value, bool) or not isinstance(value, ok):
+        raise UsageError(f"config key {opt.name!r}: {value!r} is not a valid {opt.type.__name__}")
+    return value
+
+
 def merge(
     options: tuple[Option, ...],
     cli: Mapping[str, Any],
@@ -115,7 +128,7 @@ def merge(
                     value, origin = env[var], f"environment variable {var}"
                     break
         if value is None and opt.name in file:
-            value, origin = file[opt.name], f"config key {opt.name!r}"
+            value, origin = _file_value(opt, file[opt.name]), f"config key {opt.name!r}"
         if value is None:
             out[opt.name] = opt.default
             continue
