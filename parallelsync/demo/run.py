@@ -28,7 +28,10 @@ from parallelsync.errors import EXIT_OK, EXIT_VERIFY, ParallelSyncError, UsageEr
 DB = "shop"
 SLOT = "demo_sync"
 # Where `--keep` writes what `--stop` needs (server processes and directories).
-STATE_FILE = Path(os.environ.get("TMPDIR", "/tmp")) / "parallelsync-demo.json"
+STATE_FILE = Path(
+    os.environ.get("PARALLELSYNC_DEMO_STATE")
+    or Path(os.environ.get("TMPDIR", "/tmp")) / "parallelsync-demo.json"
+)
 
 
 class DemoError(ParallelSyncError):
