@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from pymongo import MongoClient
@@ -17,3 +20,19 @@ def alter_one_document(target_uri: str, db: str, temp: str, **_: Any) -> None:
         coll.update_one({"_id": doc["_id"]}, {"$set": {"altered": True}})
     finally:
         client.close()
+
+
+# Where `hold_the_job` announces that it holds the job, and after how many rows it does.
+HOLD_MARKER = "PSYNC_TEST_HOLD_MARKER"
+HOLD_ROWS = "PSYNC_TEST_HOLD_ROWS"
+
+
+def hold_the_job(rows: int, done: int, **_: Any) -> None:
+    """Once a range is finished and recorded with HOLD_ROWS rows copied, stop the coordinator
+    right there (it waits here until it is killed) and say so by creating HOLD_MARKER: a fault
+    test kills it at that known state instead of racing a copy that may already have finished."""
+    if rows < int(os.environ.get(HOLD_ROWS, "1")):
+        return
+    Path(os.environ[HOLD_MARKER]).write_text(str(os.getpid()))
+    while True:
+        time.sleep(1)

@@ -66,6 +66,7 @@ def run_workers(
     log: Callable[[str], None],
     check: Callable[[], None],
     on_stats: Callable[[], None],
+    on_done: Callable[[RangeState], None] = lambda state: None,
 ) -> None:
     """The workers copy every range (shared by copy and verify)."""
     last = [0.0]
@@ -79,7 +80,7 @@ def run_workers(
     progress.add(sum(s.rows for s in states), sum(s.bytes for s in states))
     Scheduler(
         pool, setup, states, workers=cfg.workers, max_attempts=cfg.max_attempts, log=log,
-        on_rows=progress.add, check=check, tick=tick,
+        on_rows=progress.add, check=check, tick=tick, on_done=on_done,
     ).run()  # fmt: skip
     progress.tick(force=True)
     on_stats()
@@ -123,6 +124,7 @@ class CopyJob:
                 self.pool, setup, states, cfg, progress, log=self.log,
                 check=lambda: self._check(target),
                 on_stats=lambda: self._stats(run, states, progress),
+                on_done=lambda st: self._range_done(run, states, progress),
             )  # fmt: skip
             hooks.fire("before_checks", target_uri=cfg.target, db=cfg.db, temp=run.temp)
             caught_up, expected = 0, None
@@ -220,6 +222,13 @@ class CopyJob:
         rows, nbytes = sum(s.rows for s in states), sum(s.bytes for s in states)
         elapsed = time.monotonic() - self.started
         run.jobs.update(jobdoc.figures(states, rows, rows, nbytes, elapsed, progress.fraction()))
+
+    def _range_done(self, run: Run, states: list[RangeState], progress: Progress) -> None:
+        # Recorded at once, not at the next periodic update: a resume keeps what is recorded.
+        self._stats(run, states, progress)
+        done = sum(1 for s in states if s.status == "DONE")
+        rows = sum(s.rows for s in states)
+        hooks.fire("range_done", job_id=run.job_id, rows=rows, done=done, ranges=len(states))
 
     def _totals(self, states: list[RangeState], r: Result) -> dict[str, object]:
         fields = jobdoc.figures(states, r.rows, r.docs, r.bytes, r.seconds, 1.0)

@@ -7,6 +7,7 @@ first COPY) instead of racing a sleep. Unset, a hook costs one environment looku
 
 Points and their context:
   before_checks  after the workers finished, before counts and checksums: target_uri, db, temp
+  range_done     a range finished and the job document records it: job_id, rows, done, ranges
 """
 
 from __future__ import annotations

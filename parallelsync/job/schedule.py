@@ -69,6 +69,7 @@ class Scheduler:
         on_rows: Callable[[int, int], None] = lambda rows, nbytes: None,
         check: Callable[[], None] = lambda: None,
         tick: Callable[[], None] = lambda: None,
+        on_done: Callable[[RangeState], None] = lambda state: None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
         poll: float = POLL_S,
@@ -83,6 +84,7 @@ class Scheduler:
         self.on_rows = on_rows  # progress: rows and bytes written (negative when a range restarts)
         self.check = check  # raises to stop the job (abort, lost lease)
         self.tick = tick  # called every turn: progress display, job document
+        self.on_done = on_done  # a range finished (the job document records it at once)
         self.clock = clock
         self.jitter = jitter
         self.poll = poll
@@ -133,6 +135,7 @@ class Scheduler:
                 st.status, st.seconds, st.error, st.digest = DONE, done.seconds, None, done.digest
                 st.skipped, st.skipped_entries = done.skipped, done.skipped_entries
                 self.assigned[wid] = None
+                self.on_done(st)
             case Failed(wid=wid, range_id=rid, error=err):
                 self.assigned[wid] = None
                 if err.transient:

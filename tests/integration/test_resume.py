@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,10 +20,21 @@ from tests.integration.cli_helpers import copy_args, run_cli
 from tests.integration.test_copy import assert_collection_equals_table, no_temp_collections
 
 ROWS = 12_000
+MIN_ROWS = 1500  # rows copied when a killed job is held: some ranges done, others not
 
 
-def start_copy(pg_dsn: str, mongo_uri: str, db: str, *extra: str) -> subprocess.Popen[str]:
+def start_copy(
+    pg_dsn: str, mongo_uri: str, db: str, *extra: str, hold: Path | None = None
+) -> subprocess.Popen[str]:
+    """The copy as a user starts it; with `hold`, its coordinator stops (and creates that file)
+    once the job document shows MIN_ROWS rows and a finished range (tests/hooks.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
+    if hold is not None:
+        env |= {
+            "PARALLELSYNC_TEST_HOOKS": "range_done=tests.hooks:hold_the_job",
+            "PSYNC_TEST_HOLD_MARKER": str(hold),
+            "PSYNC_TEST_HOLD_ROWS": str(MIN_ROWS),
+        }
     return subprocess.Popen(
         [
             sys.executable,
@@ -40,21 +52,23 @@ def start_copy(pg_dsn: str, mongo_uri: str, db: str, *extra: str) -> subprocess.
     )
 
 
-def kill_when_copying(
-    proc: subprocess.Popen[str], mongo_db: Database[Any], min_rows: int
+def kill_when_held(
+    proc: subprocess.Popen[str], mongo_db: Database[Any], hold: Path
 ) -> dict[str, Any]:
-    """SIGKILL the whole job once the job document shows at least `min_rows` copied."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = mongo_db.parallelsync_jobs.find_one({}, sort=[("started_at", -1)])
-        if job and job.get("totals", {}).get("rows", 0) >= min_rows:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return job
+    """SIGKILL the whole job once its coordinator holds at the hook (see `start_copy`)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not hold.exists():
         assert proc.poll() is None, proc.communicate()[1]
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("the copy never got going")
+    proc.wait()
+    if not hold.exists():
+        pytest.fail("the copy never reached the point where it is held")
+    job = mongo_db.parallelsync_jobs.find_one({}, sort=[("started_at", -1)])
+    assert job is not None and job["totals"]["rows"] >= MIN_ROWS
+    assert any(r["status"] == "DONE" for r in job["ranges"])
+    assert any(r["status"] != "DONE" for r in job["ranges"])
+    return job
 
 
 def make_table(conn: psycopg.Connection[Any]) -> None:
@@ -74,11 +88,16 @@ def change_everywhere(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_resume_with_slot_gives_the_table_as_of_the_resume(
-    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+    pg_conn: psycopg.Connection[Any],
+    pg_dsn: str,
+    mongo_uri: str,
+    mongo_db: Database[Any],
+    tmp_path: Path,
 ) -> None:
     make_table(pg_conn)
-    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name, "--slot", "resume_slot")
-    killed = kill_when_copying(proc, mongo_db, 1500)
+    hold = tmp_path / "held"
+    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name, "--slot", "resume_slot", hold=hold)
+    killed = kill_when_held(proc, mongo_db, hold)
     assert killed["status"] == "RUNNING"
     assert [n for n in mongo_db.list_collection_names() if "__psync_tmp_" in n]
     change_everywhere(pg_conn)
@@ -122,11 +141,16 @@ def test_resume_with_slot_gives_the_table_as_of_the_resume(
 
 
 def test_resume_without_slot_finishes_with_per_range_consistency(
-    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+    pg_conn: psycopg.Connection[Any],
+    pg_dsn: str,
+    mongo_uri: str,
+    mongo_db: Database[Any],
+    tmp_path: Path,
 ) -> None:
     make_table(pg_conn)
-    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name)
-    killed = kill_when_copying(proc, mongo_db, 1500)
+    hold = tmp_path / "held"
+    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name, hold=hold)
+    killed = kill_when_held(proc, mongo_db, hold)
     run = run_cli(
         *copy_args(
             pg_dsn,
