@@ -12,13 +12,16 @@ removed, so memory stays flat and the disk holds at most the output plus one par
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import BinaryIO
 
-from parallelsync.errors import TargetError, UsageError
-from parallelsync.targets.base import BaseTarget, IdFilter, Log, SinkSpec, TargetKind
+from parallelsync.errors import LockedError, TargetError, UsageError
+from parallelsync.targets.base import TEMP_MARKER, BaseTarget, IdFilter, Log, SinkSpec, TargetKind
 from parallelsync.transcode.batch import EncodedBatch
 
 PREFIX = "file:"
@@ -123,8 +126,67 @@ class FileTarget(BaseTarget):
         self.collection = collection
         self.final = self.directory / f"{collection}.bson"
         self.display = str(self.final)
+        self._lock: tuple[int, Path, int] | None = None
         if not self.directory.is_dir() or not os.access(self.directory, os.W_OK):
             raise UsageError(f"--target {uri}: {self.directory} is not a writable directory")
+
+    # ---------------------------------------------------------------- one run per target
+    def lock(self, job_id: str, *, resume: bool) -> None:
+        """One run per target file, as the MongoDB lease does: `DIR/.<collection>.lock`.
+
+        An exclusive flock on that file, which the kernel releases when the process dies (so a
+        crashed run never blocks the next one), and which names its holder for the message.
+        The fencing check before the swap compares the file's inode: a lock file removed and
+        taken by another run since is not ours any more."""
+        path = self.directory / f".{self.collection}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "{}"
+            os.close(fd)
+            try:
+                who = json.loads(holder)
+            except ValueError:
+                who = {}
+            raise LockedError(
+                f"target {self.final} is locked by job {who.get('job_id')} (owner "
+                f"{who.get('owner')}): wait for it to finish; the lock goes with its process"
+            ) from None
+        os.ftruncate(fd, 0)
+        owner = {"job_id": job_id, "owner": f"{socket.gethostname()}:{os.getpid()}"}
+        os.write(fd, json.dumps(owner).encode())
+        self._lock = (fd, path, os.fstat(fd).st_ino)
+
+    def unlock(self) -> None:
+        held = self._lock
+        if held is None:
+            return
+        fd, path, inode = held
+        try:
+            if path.exists() and path.stat().st_ino == inode:
+                path.unlink()
+        finally:
+            os.close(fd)  # releases the flock
+            self._lock = None
+
+    def _still_held(self) -> bool:
+        held = self._lock
+        if held is None:
+            return True  # never locked (a test driving the target directly)
+        _, path, inode = held
+        return path.exists() and path.stat().st_ino == inode
+
+    def close(self) -> None:
+        self.unlock()
+
+    # ---------------------------------------------------------------- the temp parts
+    def remove_leftovers(self, keep: str, job_id: str, log: Log) -> None:
+        # We hold the target's lock, so any parts directory for it belongs to a dead run.
+        for parts in self.directory.glob(f".{self.collection}{TEMP_MARKER}*.parts"):
+            if parts != temp_dir(self.directory, keep):
+                shutil.rmtree(parts, ignore_errors=True)
+                log(f"removed stale temp parts {parts.name} left by an earlier run")
 
     def prepare(self, temp: str) -> None:
         # An empty table gives an empty file: the parts directory exists even without ranges.
@@ -141,6 +203,11 @@ class FileTarget(BaseTarget):
 
     def swap(self, temp: str, log: Log) -> None:
         """Concatenate the range files and replace the final file atomically."""
+        if not self._still_held():
+            raise TargetError(
+                f"the lock file of {self.final} was removed or taken by another run before "
+                "the swap; nothing was swapped"
+            )
         parts = temp_dir(self.directory, temp)
         assembled = parts / "assembled.bson.tmp"
         try:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +62,44 @@ def test_file_target_needs_an_existing_directory(
     assert run.rc == 2, run.stderr
     assert "is not a writable directory" in run.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_one_run_per_target_file_and_no_stale_lock_after_a_crash(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, tmp_path: Path
+) -> None:
+    pg_conn.execute("CREATE TABLE items (id int4 PRIMARY KEY, name text)")
+    pg_conn.execute("INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 4000) g")
+    pg_conn.execute("ANALYZE items")
+    out = tmp_path / "out"
+    out.mkdir()
+    held = tmp_path / "held"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
+    env |= {
+        "PARALLELSYNC_TEST_HOOKS": "range_done=tests.hooks:hold_the_job",
+        "PSYNC_TEST_HOLD_MARKER": str(held),
+    }
+    first = subprocess.Popen(
+        [sys.executable, "-m", "parallelsync", *file_args(pg_dsn, out, "--batch-rows", "100")],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not held.exists() and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.1)
+        assert held.exists(), "the first copy never reached a finished range"
+        second = run_cli(*file_args(pg_dsn, out))
+        assert second.rc == 5, second.stderr
+        assert f"target {out / 'items.bson'} is locked by job " in second.stderr
+        assert f"(owner {socket.gethostname()}:{first.pid})" in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # The crashed run's lock went with its process: the next run takes the target.
+    third = run_cli(*file_args(pg_dsn, out, "--json"))
+    assert third.rc == 0, third.stderr
+    assert "removed stale temp parts .items__psync_tmp_" in third.stderr
+    assert third.json["rows"] == 4000
+    assert len(bson.decode_all((out / "items.bson").read_bytes(), OPTS)) == 4000
+    assert sorted(p.name for p in out.iterdir()) == ["items.bson"]
