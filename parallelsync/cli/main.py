@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from parallelsync.config.build import unknown_variables
+
+    for warning in unknown_variables(os.environ):
+        print(f"parallelsync: warning: {warning}", file=sys.stderr)
     cli = vars(args)
     if cli.get("config") is None:
         cli["config"] = os.environ.get("PARALLELSYNC_CONFIG")

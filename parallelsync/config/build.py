@@ -8,6 +8,7 @@ see mapping/config.py and docs/mapping.md).
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,6 +27,13 @@ from parallelsync.config.options import (
 from parallelsync.errors import UsageError
 from parallelsync.mapping.config import MappingConfig, parse_mapping
 from parallelsync.source.names import split_qualified
+from parallelsync.targets import kind_of
+from parallelsync.targets.uri import uri_database
+
+# Environment variables of ours that are not options: the config file, and knobs of the tests,
+# benchmarks and demo (never needed in production, but not typos either).
+OTHER_VARIABLES = frozenset({"PARALLELSYNC_CONFIG", "PARALLELSYNC_PG_BIN", "PARALLELSYNC_IMPL"})
+OTHER_PREFIXES = ("PARALLELSYNC_TEST_", "PARALLELSYNC_BENCH_", "PARALLELSYNC_DEMO_")
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,26 @@ def default_collection(table: str) -> str:
     return split_qualified(table)[1]
 
 
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """Warnings for `PARALLELSYNC_*` variables that no option reads (a typo would otherwise be
+    ignored in silence), each naming the closest option."""
+    known = {var for opt in OPTIONS for var in opt.env_vars if var.startswith("PARALLELSYNC_")}
+    out = []
+    for var in sorted(env):
+        if not var.startswith("PARALLELSYNC_") or var in known or var in OTHER_VARIABLES:
+            continue
+        if var.startswith(OTHER_PREFIXES):
+            continue
+        # Compare what follows the common prefix, which would make every name look close.
+        names = sorted(v.removeprefix("PARALLELSYNC_") for v in known)
+        close = difflib.get_close_matches(var.removeprefix("PARALLELSYNC_"), names, n=1)
+        hint = ""
+        if close:
+            hint = f" (did you mean PARALLELSYNC_{close[0]}, for {BY_NAME[close[0].lower()].flag}?)"
+        out.append(f"unknown environment variable {var} is ignored{hint}")
+    return out
+
+
 def build_config(
     command: str, cli: Mapping[str, Any], env: Mapping[str, str] | None = None
 ) -> CopyConfig:
@@ -168,6 +196,8 @@ def build_config(
     _require(values, "table")
     if "target" in values:
         _require(values, "target")
+        if not values["db"] and kind_of(str(values["target"])) == "mongodb":
+            values["db"] = uri_database(str(values["target"]))  # mongodb://host/shop
     if values["workers"] < 1:
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")
     if values.get("max_attempts", 1) < 1:
