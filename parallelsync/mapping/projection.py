@@ -263,6 +263,14 @@ def check_projection(pg: psycopg.Connection[Any], table: TableInfo, proj: Projec
     q = sql.SQL("EXPLAIN SELECT {} FROM {}").format(proj.select_list, table.ident)
     try:
         pg.execute(q)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        msg = (exc.diag.message_primary or str(exc)).strip()
+        row = pg.execute("SELECT current_user::text").fetchone()
+        role = row[0] if row else "the role"
+        raise SourceError(
+            f"{msg}: the role {role} cannot read {table.display}; "
+            f"GRANT SELECT ON {table.display} TO {role} (copy, plan and verify need SELECT)"
+        ) from None
     except psycopg.Error as exc:
         msg = (exc.diag.message_primary or str(exc)).strip()
         raise UsageError(

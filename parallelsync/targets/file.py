@@ -127,8 +127,25 @@ class FileTarget(BaseTarget):
         self.final = self.directory / f"{collection}.bson"
         self.display = str(self.final)
         self._lock: tuple[int, Path, int] | None = None
-        if not self.directory.is_dir() or not os.access(self.directory, os.W_OK):
-            raise UsageError(f"--target {uri}: {self.directory} is not a writable directory")
+        self._make_directory(uri)
+
+    def _make_directory(self, uri: str) -> None:
+        """The directory must be writable; it is created when only its last part is missing."""
+        d = self.directory
+        if not d.exists():
+            if not d.parent.is_dir():
+                raise UsageError(
+                    f"--target {uri}: {d.parent} does not exist (create it, or choose another "
+                    "directory; only the last part of the path is created)"
+                )
+            try:
+                d.mkdir()
+            except OSError as exc:
+                raise UsageError(f"--target {uri}: cannot create {d}: {exc.strerror}") from None
+        if not d.is_dir():
+            raise UsageError(f"--target {uri}: {d} is not a directory")
+        if not os.access(d, os.W_OK):
+            raise UsageError(f"--target {uri}: {d} is not writable by this user")
 
     # ---------------------------------------------------------------- one run per target
     def lock(self, job_id: str, *, resume: bool) -> None:

@@ -66,6 +66,12 @@ CASES = [
     ("missing_db", 2, "--db is required"),
     ("no_columns", 3, "has no columns to copy"),
     ("malformed_dsn", 2, "invalid PostgreSQL DSN"),
+    (
+        "no_select_privilege",
+        3,
+        "permission denied for table src: the role ps_pw cannot read public.src; "
+        "GRANT SELECT ON public.src TO ps_pw",
+    ),
 ]
 
 
@@ -102,6 +108,8 @@ def test_bad_input(
         pg_conn.execute(f"GRANT SELECT ON src TO {PASSWORD_ROLE}")
         source = pg_cluster.dsn(dbname, user=PASSWORD_ROLE, password=BAD_PASSWORD)
         secrets.append(BAD_PASSWORD)
+    elif case == "no_select_privilege":  # the role connects, but may not read the table
+        source = pg_cluster.dsn(dbname, user=PASSWORD_ROLE, password=PASSWORD_ROLE_PASSWORD)
     elif case == "unreachable_mongo":
         target = "mongodb://someone:mongo-secret@127.0.0.1:1/?serverSelectionTimeoutMS=1000"
         secrets.append("mongo-secret")

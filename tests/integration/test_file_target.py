@@ -54,14 +54,22 @@ def test_file_target_writes_every_row_and_replaces_the_file_atomically(
     assert list(tmp_path.iterdir()) == [tmp_path / "items.bson"]
 
 
-def test_file_target_needs_an_existing_directory(
+def test_file_target_directory_is_created_when_its_parent_exists(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, tmp_path: Path
 ) -> None:
     pg_conn.execute("CREATE TABLE items (id int4 PRIMARY KEY)")
-    run = run_cli(*file_args(pg_dsn, tmp_path / "missing"))
+    pg_conn.execute("INSERT INTO items SELECT generate_series(1, 10)")
+    run = run_cli(*file_args(pg_dsn, tmp_path / "missing" / "deeper"))
     assert run.rc == 2, run.stderr
-    assert "is not a writable directory" in run.stderr
+    assert f"{tmp_path / 'missing'} does not exist" in run.stderr
     assert not (tmp_path / "missing").exists()
+    made = run_cli(*file_args(pg_dsn, tmp_path / "new", "--json"))
+    assert made.rc == 0, made.stderr
+    assert made.json["rows"] == 10
+    assert len(bson.decode_all((tmp_path / "new" / "items.bson").read_bytes(), OPTS)) == 10
+    (tmp_path / "plain").write_text("x")
+    not_dir = run_cli(*file_args(pg_dsn, tmp_path / "plain"))
+    assert not_dir.rc == 2 and f"{tmp_path / 'plain'} is not a directory" in not_dir.stderr
 
 
 def test_one_run_per_target_file_and_no_stale_lock_after_a_crash(
