@@ -14,7 +14,8 @@ def run_copy(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
     from parallelsync.job.copy import CopyJob
 
     result = CopyJob(cfg).run()
-    print_summary(result)
+    if result.job_created:
+        print_summary(result)
     if as_json:
         print_json(result.as_json())
     if result.error:

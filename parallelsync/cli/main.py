@@ -37,6 +37,12 @@ class _Parser(argparse.ArgumentParser):
 def _add_options(p: argparse.ArgumentParser, command: str) -> None:
     for opt in options_for(command):
         env = ", ".join(opt.env_vars)
+        if opt.type is bool:  # a switch: present means true (env and file take true/false)
+            p.add_argument(
+                opt.flag, dest=opt.name, action="store_const", const=True, default=None,
+                help=f"{opt.help} (env {env})",
+            )  # fmt: skip
+            continue
         default = "" if opt.default is None else f"; default {opt.default}"
         p.add_argument(
             opt.flag,

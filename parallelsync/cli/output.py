@@ -22,6 +22,20 @@ def print_traceback(exc: BaseException) -> None:
         print(f"in the worker process:\n{exc.details}", file=sys.stderr)
 
 
+def _lsn(r: Result) -> str:
+    if not r.slot:
+        return "- (no slot)"
+    if r.status != "FINISHED":
+        return f"- (the run's slot {r.slot} was dropped)" if r.consistent_lsn else "-"
+    return f"{r.consistent_lsn} (slot {r.slot})"
+
+
+def _consistency(r: Result) -> str:
+    if r.extra.get("consistency") == "per-range":
+        return "per-range: a resume without a slot; finished ranges keep the first snapshot"
+    return "one snapshot" if r.status == "FINISHED" else "-"
+
+
 def print_summary(r: Result) -> None:
     rate = r.rows / r.seconds if r.seconds > 0 else 0.0
     rows = [
@@ -34,7 +48,8 @@ def print_summary(r: Result) -> None:
         ("seconds", f"{r.seconds:,.2f}"),
         ("rate", f"{human(rate)} rows/s, {r.bytes / max(r.seconds, 1e-9) / 1e6:.1f} MB/s"),
         ("workers / ranges", f"{r.workers} / {r.ranges}"),
-        ("consistent LSN", f"{r.consistent_lsn} (slot {r.slot})" if r.slot else "- (no slot)"),
+        ("consistent LSN", _lsn(r)),
+        ("consistency", _consistency(r)),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -64,6 +64,8 @@ class CopyConfig:
     changed_rows_collection: str | None = None
     oversize: str = "fail"
     max_attempts: int = 3
+    allow_empty: bool = False
+    require_snapshot_consistency: bool = False
     # The `[mapping]` table of the config file (file only: it is structured).
     mapping: MappingConfig = field(default_factory=MappingConfig)
     command: str = COPY
@@ -113,6 +115,10 @@ def _file_value(opt: Option, value: Any) -> Any:
     how TOML writes a list (`key = ["a", "b"]`)."""
     if isinstance(value, list) and all(isinstance(v, str) for v in value) and opt.name == "key":
         return ",".join(value)
+    if opt.type is bool:
+        if isinstance(value, bool | str):
+            return value
+        raise UsageError(f"config key {opt.name!r}: {value!r} is not true or false")
     ok = (str,) if opt.type is str else (str, int) if opt.type is int else (str, int, float)
     if isinstance(value, bool) or not isinstance(value, ok):
         raise UsageError(f"config key {opt.name!r}: {value!r} is not a valid {opt.type.__name__}")

@@ -184,6 +184,20 @@ OPTIONS: tuple[Option, ...] = (
         WRITES,
     ),
     Option(
+        "require_snapshot_consistency",
+        bool,
+        False,
+        "refuse a --resume that can only give per-range consistency (a job without a slot)",
+        frozenset({COPY}),
+    ),
+    Option(
+        "allow_empty",
+        bool,
+        False,
+        "let a source with no rows (or a --where matching none) replace a non-empty target",
+        frozenset({COPY}),
+    ),
+    Option(
         "oversize",
         str,
         "fail",

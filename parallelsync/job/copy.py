@@ -17,12 +17,18 @@ from parallelsync.cdc.changed_rows import emit_changed_rows
 from parallelsync.cdc.publication import drop_publication, ensure_publication
 from parallelsync.cdc.slots import advance_slot
 from parallelsync.config import CopyConfig
-from parallelsync.errors import Aborted, ParallelSyncError, TargetError
+from parallelsync.errors import Aborted, ParallelSyncError, TargetError, UsageError
 from parallelsync.job import hooks, jobdoc
 from parallelsync.job.checks import check_counts, verify_checksums
 from parallelsync.job.phases import Prepared, make_plan, preflight, range_states
 from parallelsync.job.progress import Progress
-from parallelsync.job.resume import ResumeStart, catch_up, fingerprint, start_resume
+from parallelsync.job.resume import (
+    ResumeStart,
+    catch_up,
+    check_resume,
+    fingerprint,
+    start_resume,
+)
 from parallelsync.job.schedule import Scheduler
 from parallelsync.job.state import AbortFlag, RangeState, Result, new_job_id
 from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
@@ -34,6 +40,18 @@ from parallelsync.workers.worker import WorkerSetup
 
 # Job-document updates at most this often: the stats write must stay negligible next to the copy.
 STATS_INTERVAL_S = 2.0
+
+
+def refuse_empty(target: Target) -> None:
+    """Zero rows must not silently replace a target that holds documents."""
+    held = target.final_count()
+    if held:
+        raise UsageError(
+            f"the source yields no rows (an empty table, or a --where that matches none), and "
+            f"the swap would replace {target.display}, which holds {held:,} documents, with an "
+            "empty collection; nothing was swapped. Check --where, or pass --allow-empty to "
+            "replace it anyway"
+        )
 
 
 def stderr_log(msg: str) -> None:
@@ -100,6 +118,7 @@ class CopyJob:
         cfg = self.cfg
         run = Run(self.job_id, temp_name(cfg.collection, self.job_id))
         result = Result(FAILED, run.job_id, workers=cfg.workers)
+        states: list[RangeState] = []
         self.abort.install()
         try:
             self.pool.prestart()  # the fork server loads the workers' code meanwhile
@@ -111,6 +130,8 @@ class CopyJob:
             result.target = target.display
             states, snap, estimated = self._start(prepared, target, run)
             result.job_id, result.ranges = run.job_id, len(states)
+            consistent = run.resumed is None or run.resumed.exact
+            result.extra["consistency"] = "snapshot" if consistent else "per-range"
             result.consistent_lsn, result.slot, result.snapshot = (
                 snap.consistent_lsn, run.slot, snap.name,
             )  # fmt: skip
@@ -134,6 +155,8 @@ class CopyJob:
                 )
             result.rows = expected if expected is not None else sum(s.rows for s in states)
             result.bytes = sum(s.bytes for s in states)
+            if result.rows == 0 and not cfg.allow_empty:
+                refuse_empty(target)
             result.docs = check_counts(
                 target, run.temp, states, result.rows, per_range=not caught_up
             )
@@ -166,6 +189,8 @@ class CopyJob:
             result.status, result.error, result.exit_code = status, str(err), err.exit_code
             result.exception = exc
             result.seconds = time.monotonic() - self.started
+            result.rows, result.bytes = sum(s.rows for s in states), sum(s.bytes for s in states)
+            result.job_created = run.locked  # before that, no job document and no summary
             self._cleanup(run, status, str(err))
             return result
         finally:
@@ -182,6 +207,7 @@ class CopyJob:
         cfg = self.cfg
         job = target.find_job(cfg.resume) if cfg.resume else None
         if job is not None:
+            check_resume(cfg, prepared, target, job)
             run.job_id, run.temp = str(job["_id"]), str(job["target"]["temp"])
         target.lock(run.job_id, resume=job is not None)
         run.locked, run.jobs = True, target.jobs(run.job_id)

@@ -62,6 +62,26 @@ class ResumeStart:
         return bool(self.slot and self.publication)
 
 
+def check_resume(cfg: CopyConfig, prepared: Prepared, target: Target, job: dict[str, Any]) -> None:
+    """Whether `job` can be resumed with these options, checked before this run owns anything
+    of it: a refused resume must leave the job exactly as it was, resumable later."""
+    job_id, temp = str(job["_id"]), str(job["target"]["temp"])
+    if job.get("fingerprint") != fingerprint(prepared, cfg):
+        raise UsageError(
+            f"job {job_id} copied a different table, filter, key or mapping: resume it with "
+            "the same options it was started with"
+        )
+    if not target.exists(temp):
+        raise UsageError(f"job {job_id}'s temp collection {temp} is gone: start a new copy")
+    old = job.get("snapshot") or {}
+    if not (old.get("slot") and job.get("publication")) and cfg.require_snapshot_consistency:
+        raise UsageError(
+            f"job {job_id} has no slot with a publication, so a resume can only give per-range "
+            "consistency (finished ranges keep the first snapshot, the rest come from a new "
+            "one); start a new copy, or resume without --require-snapshot-consistency"
+        )
+
+
 def start_resume(
     cfg: CopyConfig,
     prepared: Prepared,
@@ -71,13 +91,6 @@ def start_resume(
     log: Log,
 ) -> ResumeStart:
     job_id, temp = str(job["_id"]), str(job["target"]["temp"])
-    if job.get("fingerprint") != fingerprint(prepared, cfg):
-        raise UsageError(
-            f"job {job_id} copied a different table, filter, key or mapping: resume it with "
-            "the same options it was started with"
-        )
-    if not target.exists(temp):
-        raise UsageError(f"job {job_id}'s temp collection {temp} is gone: start a new copy")
     old = job.get("snapshot") or {}
     slot, publication = old.get("slot"), job.get("publication")
     states = [RangeState.from_doc(d) for d in job.get("ranges", [])]

@@ -88,6 +88,9 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
     # The exception behind `error`, for `--debug` (never in the JSON).
     exception: BaseException | None = None
+    # False when the run failed before it took the target (preflight): then there is no job to
+    # summarise, only the error message.
+    job_created: bool = True
 
     def as_json(self) -> dict[str, Any]:
         out = {

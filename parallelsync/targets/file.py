@@ -218,6 +218,9 @@ class FileTarget(BaseTarget):
             return 0
         return sum(count_documents(p) for p in sorted(parts.glob("*.bson")))
 
+    def final_count(self) -> int | None:
+        return count_documents(self.final) if self.final.exists() else 0
+
     def swap(self, temp: str, log: Log) -> None:
         """Concatenate the range files and replace the final file atomically."""
         if not self._still_held():

@@ -120,6 +120,7 @@ def test_resume_with_slot_gives_the_table_as_of_the_resume(
     assert run.rc == 0, run.stderr
     out = run.json
     assert out["status"] == "FINISHED" and out["job_id"] == killed["_id"]
+    assert out["consistency"] == "snapshot"
     assert f"resuming job {killed['_id']}" in run.stderr
     expected = ROWS - ROWS // 101 + 40
     assert assert_collection_equals_table(pg_conn, mongo_db, "acc", "acc") == expected
@@ -151,6 +152,12 @@ def test_resume_without_slot_finishes_with_per_range_consistency(
     hold = tmp_path / "held"
     proc = start_copy(pg_dsn, mongo_uri, mongo_db.name, hold=hold)
     killed = kill_when_held(proc, mongo_db, hold)
+    strict = run_cli(
+        *copy_args(pg_dsn, "acc", mongo_uri, mongo_db.name, "--resume", killed["_id"],
+                   "--require-snapshot-consistency")
+    )  # fmt: skip
+    assert strict.rc == 2, strict.stderr
+    assert "a resume can only give per-range consistency" in strict.stderr
     run = run_cli(
         *copy_args(
             pg_dsn,
@@ -166,6 +173,8 @@ def test_resume_without_slot_finishes_with_per_range_consistency(
     )
     assert run.rc == 0, run.stderr
     assert run.json["rows"] == ROWS
+    assert run.json["consistency"] == "per-range"
+    assert "consistency       per-range: a resume without a slot" in run.stderr
     # nothing changed in between, so even per-range consistency gives exactly the table
     assert assert_collection_equals_table(pg_conn, mongo_db, "acc", "acc") == ROWS
     job = mongo_db.parallelsync_jobs.find_one({"_id": killed["_id"]})

@@ -83,6 +83,9 @@ class MongoTarget:
     def count(self, name: str, id_filter: IdFilter | None = None) -> int | None:
         return int(self.db[name].count_documents(id_filter or {}))
 
+    def final_count(self) -> int | None:
+        return int(self.db[self.collection].estimated_document_count())
+
     def digest(self, name: str, id_filter: IdFilter) -> Digest:
         return digest.target_digest(self.db[name], id_filter)
 

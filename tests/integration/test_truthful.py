@@ -1,0 +1,69 @@
+"""Messages that are true, no silent downgrade: what a copy says when things are not as asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bson
+import psycopg
+from pymongo.database import Database
+
+from tests.integration.cli_helpers import copy_args, run_cli
+
+
+def make_src(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE src (id int4 PRIMARY KEY, v text)")
+    conn.execute("INSERT INTO src SELECT g, 'v' || g FROM generate_series(1, 30) g")
+
+
+def test_zero_rows_do_not_replace_a_non_empty_target_unless_allowed(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    make_src(pg_conn)
+    mongo_db.src.insert_many([{"_id": i, "v": "old"} for i in range(5)])
+    run = run_cli(*copy_args(pg_dsn, "src", mongo_uri, mongo_db.name, "--where", "id > 1000"))
+    assert run.rc == 2, run.stderr
+    assert "the source yields no rows" in run.stderr
+    assert f"would replace {mongo_db.name}.src, which holds 5 documents" in run.stderr
+    assert "pass --allow-empty to replace it anyway" in run.stderr
+    assert mongo_db.src.count_documents({"v": "old"}) == 5
+    assert [n for n in mongo_db.list_collection_names() if "__psync_tmp_" in n] == []
+    allowed = run_cli(
+        *copy_args(pg_dsn, "src", mongo_uri, mongo_db.name, "--where", "id > 1000",
+                   "--allow-empty", "--json")
+    )  # fmt: skip
+    assert allowed.rc == 0, allowed.stderr
+    assert allowed.json["rows"] == 0 and mongo_db.src.count_documents({}) == 0
+    # An empty target may always be replaced by an empty result: nothing is lost.
+    again = run_cli(*copy_args(pg_dsn, "src", mongo_uri, mongo_db.name, "--where", "false"))
+    assert again.rc == 0, again.stderr
+
+
+def test_zero_rows_do_not_replace_a_non_empty_file(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, tmp_path: Path
+) -> None:
+    make_src(pg_conn)
+    args = ["copy", "--source", pg_dsn, "--table", "src", "--target", f"file:{tmp_path}"]
+    assert run_cli(*args).rc == 0
+    before = (tmp_path / "src.bson").read_bytes()
+    assert len(bson.decode_all(before)) == 30
+    empty = run_cli(*args, "--where", "false")
+    assert empty.rc == 2, empty.stderr
+    assert "which holds 30 documents" in empty.stderr
+    assert (tmp_path / "src.bson").read_bytes() == before
+    assert run_cli(*args, "--where", "false", "--allow-empty").rc == 0
+    assert (tmp_path / "src.bson").read_bytes() == b""
+
+
+def test_an_error_before_the_job_exists_prints_only_the_message(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    make_src(pg_conn)
+    run = run_cli(*copy_args(pg_dsn, "nope", mongo_uri, mongo_db.name))
+    assert run.rc == 3, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "parallelsync: error: table 'nope' does not exist in the search path (public), or the "
+        "user cannot see it; names with capitals or spaces need double quotes"
+    ]
+    assert "parallelsync_jobs" not in mongo_db.list_collection_names()
