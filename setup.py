@@ -1,0 +1,24 @@
+"""Builds the compiled transcoder; everything else about the package is in pyproject.toml.
+
+The extension is optional: without a C compiler or the Python headers the install still
+succeeds (with setuptools' warning) and parallelsync uses its pure-Python reference transcoder,
+and says so when it is imported (`parallelsync.transcode.IMPL == "python"`). `scripts/setup.sh`
+installs a compiler and the headers first and fails when the extension did not build.
+"""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+KERNEL = Extension(
+    "parallelsync.transcode._kernel",
+    ["parallelsync/transcode/_kernel.pyx"],
+    optional=True,
+)
+
+setup(
+    ext_modules=cythonize(
+        [KERNEL],
+        compiler_directives={"language_level": "3"},
+        quiet=True,
+    )
+)
