@@ -69,7 +69,9 @@ def load_extension() -> ModuleType:
     try:
         return importlib.import_module(_MODULE)
     except ImportError as exc:
-        raise ImportError(f"the compiled transcoder is not available ({exc}): {_HOW_TO_BUILD}") from exc
+        raise ImportError(
+            f"the compiled transcoder is not available ({exc}): {_HOW_TO_BUILD}"
+        ) from exc
 
 
 def _choose() -> tuple[Impl, ModuleType | None]:

@@ -59,4 +59,6 @@ def warm() -> float:
 
 if __name__ == "__main__":
     seconds = warm()
-    print(f"parallelsync: transcoder {impl.IMPL!r} ready in {seconds * 1000:.1f} ms", file=sys.stderr)
+    print(
+        f"parallelsync: transcoder {impl.IMPL!r} ready in {seconds * 1000:.1f} ms", file=sys.stderr
+    )
