@@ -14,6 +14,14 @@ fi
 . .venv/bin/activate
 
 failed=()
+# The transcoder is a compiled extension, built in place by setup.sh's editable install: rebuild
+# it when a Cython source or setup.py is newer than the built module (a no-op check otherwise).
+kernel=$(ls parallelsync/transcode/_kernel.*.so 2>/dev/null | head -n 1)
+if [ -z "$kernel" ] || [ setup.py -nt "$kernel" ] \
+    || [ -n "$(find parallelsync \( -name '*.pyx' -o -name '*.pxd' \) -newer "$kernel" | head -n 1)" ]; then
+    echo "test: building the compiled transcoder (its sources changed)"
+    PARALLELSYNC_BUILD_REQUIRED=1 python setup.py -q build_ext --inplace || failed+=(build)
+fi
 echo "test: ruff check"
 ruff check parallelsync tests benchmarks scripts || failed+=(ruff)
 echo "test: mypy"

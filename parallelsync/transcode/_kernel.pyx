@@ -20,7 +20,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, int32_t, int64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -119,10 +119,6 @@ _INFINITY = {
     "error": INF_ERROR,
 }
 
-cdef int64_t INT32_MAX = 2147483647
-cdef int64_t INT32_MIN = -2147483648
-cdef int64_t INT64_MAX = 9223372036854775807
-cdef int64_t INT64_MIN = -9223372036854775807 - 1
 cdef int64_t EPOCH_DAYS = 10957  # PostgreSQL counts from 2000-01-01, BSON from 1970-01-01
 cdef int64_t EPOCH_MS = 946684800000
 cdef int64_t MS_PER_DAY = 86400000
