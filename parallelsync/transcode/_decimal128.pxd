@@ -29,6 +29,18 @@ cdef enum:
     EXP_BIAS = 6176
     DECIMAL128_BYTES = 16
 
+cdef extern from *:
+    """
+    static const unsigned long long ps_pow10_u64[20] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+        100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL,
+        10000000000000ULL, 100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+        100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL
+    };
+    """
+    const uint64_t* POW10 "ps_pow10_u64"
+
+
 cdef inline int _digit(const uchar* groups, int64_t j) noexcept nogil:
     """Decimal digit j (0 = leftmost) of the digit string of the groups."""
     cdef uint32_t g = rd_u16(groups + 2 * (j >> 2))
@@ -79,11 +91,35 @@ cdef inline int numeric_decimal128(const uchar* p, Py_ssize_t n, uchar* out) noe
         return 0
     cdef const uchar* groups = p + 8
     cdef int64_t i
+    cdef uint64_t g, small = 0
     for i in range(ndigits):
-        if rd_u16(groups + 2 * i) > 9999:
+        g = rd_u16(groups + 2 * i)
+        if g > 9999:
             return 0  # never sent by PostgreSQL; the reference defines what it means
+        small = small * 10000 + g  # only used when ndigits <= 4 (then < 10**16)
     # coefficient = digit string truncated (shift < 0) or extended by `shift` zeros
     cdef int64_t shift = 4 * (weight - ndigits + 1) + dscale
+    if ndigits <= 4 and dscale <= -EXP_MIN and -19 <= shift <= 19:
+        # The common case (numeric(p, s) with p <= 16): the coefficient fits in 64 bits.
+        if shift < 0:
+            small //= POW10[-shift]
+        elif small > 0xFFFFFFFFFFFFFFFFULL // POW10[shift]:
+            return _general(groups, ndigits, sign, dscale, shift, out)
+        else:
+            small *= POW10[shift]
+        _put_bid(
+            out,
+            (<uint64_t>(EXP_BIAS - dscale) << 49)
+            | ((1ULL << 63) if sign == SIGN_NEG and small != 0 else 0),
+            small,
+        )
+        return DECIMAL128_BYTES
+    return _general(groups, ndigits, sign, dscale, shift, out)
+
+
+cdef inline int _general(const uchar* groups, int64_t ndigits, uint32_t sign, int64_t dscale,
+                         int64_t shift, uchar* out) noexcept nogil:
+    """Any number of groups, through the decimal digit string (see the module docstring)."""
     cdef int64_t keep = 4 * ndigits + (shift if shift < 0 else 0)
     cdef int64_t zeros = shift if shift > 0 else 0
     cdef int64_t first = 0, last = keep - 1

@@ -14,7 +14,8 @@ bytes per JSON byte (a 2-byte "1," array element with a 10-digit index key), so 
 checks for room.
 """
 
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.string cimport memcpy
 
 from parallelsync.transcode._wire cimport uchar, valid_utf8, wr_f64, wr_i32, wr_i64
 
@@ -64,13 +65,32 @@ cdef inline int _hex4(const uchar* buf, Py_ssize_t pos, Py_ssize_t end) noexcept
     return v
 
 
+cdef inline bint _special8(uint64_t w) noexcept nogil:
+    """Whether any of 8 bytes is '"', '\\' or a control character (SWAR, exact)."""
+    cdef uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL
+    cdef uint64_t quote = w ^ (0x22 * ones), backslash = w ^ (0x5C * ones)
+    return (((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)
+            | ((w - 0x20 * ones) & ~w)) & high != 0
+
+
 cdef inline Py_ssize_t _string(const uchar* buf, Py_ssize_t* ppos, Py_ssize_t end, uchar* out,
                                Py_ssize_t q, bint is_key) noexcept nogil:
     """Decode the JSON string at *ppos (after the quote) into out[q:]; return the new q or -1."""
     cdef Py_ssize_t pos = ppos[0]
     cdef uchar c, e
     cdef int cp, low
+    cdef uint64_t word
     while pos < end:
+        # Runs of plain characters eight at a time: one byte per iteration costs ~3 ns a byte.
+        while pos + 8 <= end:
+            memcpy(&word, buf + pos, 8)
+            if _special8(word):
+                break
+            memcpy(out + q, &word, 8)
+            q += 8
+            pos += 8
+        if pos >= end:
+            return -1
         c = buf[pos]
         if c == 0x22:
             ppos[0] = pos + 1

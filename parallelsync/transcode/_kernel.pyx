@@ -27,6 +27,7 @@ from libc.string cimport memcpy
 from parallelsync.transcode._decimal128 cimport DECIMAL128_BYTES, numeric_decimal128
 from parallelsync.transcode._jsonb cimport JSON_ROOM_EXTRA, JSON_ROOM_PER_BYTE, json_value
 from parallelsync.transcode._wire cimport (
+    copy_small,
     rd_f32_as_f64,
     rd_i16,
     rd_i32,
@@ -624,7 +625,7 @@ cdef class Kernel:
                 klen = self.op_key_len[o]
                 if kind == OP_DOC_START:
                     out[q] = 0x03
-                    memcpy(out + q + 1, keys + self.op_key_off[o], klen)
+                    copy_small(out + q + 1, keys + self.op_key_off[o], klen)
                     q += 1 + klen
                     stack[depth] = q
                     depth += 1
@@ -641,11 +642,11 @@ cdef class Kernel:
                 if n < 0:
                     if not self.omit_null:
                         out[q] = 0x0A
-                        memcpy(out + q + 1, keys + self.op_key_off[o], klen)
+                        copy_small(out + q + 1, keys + self.op_key_off[o], klen)
                         q += 1 + klen
                     continue
                 t = q
-                memcpy(out + q + 1, keys + self.op_key_off[o], klen)
+                copy_small(out + q + 1, keys + self.op_key_off[o], klen)
                 q += 1 + klen
                 if kind == K_PREENCODED:
                     idx = r * self.nslots + self.op_slot[o]

@@ -114,3 +114,19 @@ cdef inline bint valid_utf8(const uchar* p, Py_ssize_t n) noexcept nogil:
                 return False
         i += need + 1
     return True
+
+
+cdef inline void copy_small(uchar* d, const uchar* s, Py_ssize_t n) noexcept nogil:
+    """memcpy for the short keys of a document: fixed-size moves instead of a library call
+    (two overlapping words cover any length from 4 to 16)."""
+    if n > 16:
+        memcpy(d, s, n)
+    elif n >= 8:
+        memcpy(d, s, 8)
+        memcpy(d + n - 8, s + n - 8, 8)
+    elif n >= 4:
+        memcpy(d, s, 4)
+        memcpy(d + n - 4, s + n - 4, 4)
+    else:
+        for i in range(n):
+            d[i] = s[i]
