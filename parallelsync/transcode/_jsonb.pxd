@@ -2,7 +2,7 @@
 """jsonb text -> one BSON value (type byte + payload), GIL-free, for the common cells.
 
 jsonb arrives as PostgreSQL's canonical output (no duplicate keys, numbers without exponents), so
-a small iterative parser covers nearly every value. A cell is handed back (-1) whenever the
+a small iterative parser covers nearly every value, in one pass (UTF-8 validated on the way). A cell is handed back (-1) whenever the
 result could differ from the reference (orjson + bson): integers over 18 digits, floats that are
 not exactly m * 10**e with m < 2**53 and |e| <= 22 (the range where one IEEE operation is
 correctly rounded), lone surrogates, NUL in keys, invalid UTF-8, keys the key policy must look
@@ -17,7 +17,7 @@ checks for room.
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
-from parallelsync.transcode._wire cimport uchar, valid_utf8, wr_f64, wr_i32, wr_i64
+from parallelsync.transcode._wire cimport uchar, utf8_char, wr_f64, wr_i32, wr_i64
 
 cdef enum:
     MAX_JSON_DEPTH = 128
@@ -66,11 +66,11 @@ cdef inline int _hex4(const uchar* buf, Py_ssize_t pos, Py_ssize_t end) noexcept
 
 
 cdef inline bint _special8(uint64_t w) noexcept nogil:
-    """Whether any of 8 bytes is '"', '\\' or a control character (SWAR, exact)."""
+    """Whether any of 8 bytes is '"', '\\', a control character or not ASCII (SWAR, exact)."""
     cdef uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL
     cdef uint64_t quote = w ^ (0x22 * ones), backslash = w ^ (0x5C * ones)
     return (((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)
-            | ((w - 0x20 * ones) & ~w)) & high != 0
+            | ((w - 0x20 * ones) & ~w) | w) & high != 0
 
 
 cdef inline Py_ssize_t _string(const uchar* buf, Py_ssize_t* ppos, Py_ssize_t end, uchar* out,
@@ -78,7 +78,7 @@ cdef inline Py_ssize_t _string(const uchar* buf, Py_ssize_t* ppos, Py_ssize_t en
     """Decode the JSON string at *ppos (after the quote) into out[q:]; return the new q or -1."""
     cdef Py_ssize_t pos = ppos[0]
     cdef uchar c, e
-    cdef int cp, low
+    cdef int cp, low, n
     cdef uint64_t word
     while pos < end:
         # Runs of plain characters eight at a time: one byte per iteration costs ~3 ns a byte.
@@ -97,6 +97,14 @@ cdef inline Py_ssize_t _string(const uchar* buf, Py_ssize_t* ppos, Py_ssize_t en
             return q
         if c < 0x20:
             return -1
+        if c >= 0x80:  # validated here: JSON outside strings is ASCII, so this covers the text
+            n = utf8_char(buf + pos, end - pos)
+            if n == 0:
+                return -1
+            memcpy(out + q, buf + pos, n)
+            q += n
+            pos += n
+            continue
         if c != 0x5C:
             out[q] = c
             q += 1
@@ -287,9 +295,10 @@ cdef inline Py_ssize_t _element_key(const uchar* buf, Py_ssize_t* ppos, Py_ssize
 
 cdef inline Py_ssize_t json_value(const uchar* buf, Py_ssize_t pos, Py_ssize_t end, uchar* out,
                                   Py_ssize_t q, bint check_keys) noexcept nogil:
-    """One JSON text -> type byte + payload at out[q:]; return the end or -1 (not handled)."""
-    if not valid_utf8(buf + pos, end - pos):
-        return -1
+    """One JSON text -> type byte + payload at out[q:]; return the end or -1 (not handled).
+
+    Invalid UTF-8 anywhere is -1: strings validate their bytes, and outside strings every byte
+    must be JSON's ASCII syntax."""
     cdef uchar[MAX_JSON_DEPTH] kinds
     cdef Py_ssize_t[MAX_JSON_DEPTH] starts
     cdef int64_t[MAX_JSON_DEPTH] counts

@@ -71,13 +71,40 @@ cdef inline double rd_f32_as_f64(const uchar* p) noexcept nogil:
     return <double>f
 
 
+cdef inline int utf8_char(const uchar* p, Py_ssize_t n) noexcept nogil:
+    """Length of the strict UTF-8 sequence at p[0] (a byte >= 0x80; n bytes available), or 0
+    when it is invalid: no overlongs, no surrogates, nothing above U+10FFFF."""
+    cdef uchar c = p[0], lo, hi
+    cdef int need, k
+    if c < 0xC2 or c > 0xF4:
+        return 0
+    if c < 0xE0:
+        need = 1
+        lo = 0x80
+        hi = 0xBF
+    elif c < 0xF0:
+        need = 2
+        lo = 0xA0 if c == 0xE0 else 0x80
+        hi = 0x9F if c == 0xED else 0xBF
+    else:
+        need = 3
+        lo = 0x90 if c == 0xF0 else 0x80
+        hi = 0x8F if c == 0xF4 else 0xBF
+    if need >= n:
+        return 0
+    if p[1] < lo or p[1] > hi:
+        return 0
+    for k in range(2, need + 1):
+        if p[k] < 0x80 or p[k] > 0xBF:
+            return 0
+    return need + 1
+
+
 cdef inline bint valid_utf8(const uchar* p, Py_ssize_t n) noexcept nogil:
-    """Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF), as
-    bytes.decode('utf-8') checks it."""
+    """Strict UTF-8, as bytes.decode('utf-8') checks it."""
     cdef Py_ssize_t i = 0
     cdef uint64_t word
-    cdef uchar c, lo, hi
-    cdef int need, k
+    cdef int k
     while i < n:
         # Most text is ASCII: test eight bytes at a time for a high bit.
         while i + 8 <= n:
@@ -87,32 +114,13 @@ cdef inline bint valid_utf8(const uchar* p, Py_ssize_t n) noexcept nogil:
             i += 8
         if i >= n:
             return True
-        c = p[i]
-        if c < 0x80:
+        if p[i] < 0x80:
             i += 1
             continue
-        if c < 0xC2 or c > 0xF4:
+        k = utf8_char(p + i, n - i)
+        if k == 0:
             return False
-        if c < 0xE0:
-            need = 1
-            lo = 0x80
-            hi = 0xBF
-        elif c < 0xF0:
-            need = 2
-            lo = 0xA0 if c == 0xE0 else 0x80
-            hi = 0x9F if c == 0xED else 0xBF
-        else:
-            need = 3
-            lo = 0x90 if c == 0xF0 else 0x80
-            hi = 0x8F if c == 0xF4 else 0xBF
-        if i + need >= n:
-            return False
-        if p[i + 1] < lo or p[i + 1] > hi:
-            return False
-        for k in range(2, need + 1):
-            if p[i + k] < 0x80 or p[i + k] > 0xBF:
-                return False
-        i += need + 1
+        i += k
     return True
 
 

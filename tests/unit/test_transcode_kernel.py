@@ -8,18 +8,22 @@ represent exactly must.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import random
 import struct
 from collections.abc import Callable
 
 import bson
 import pytest
 
+from parallelsync.errors import EncodeError
 from parallelsync.transcode import impl
 from parallelsync.transcode.bson_writer import Buffer, Value
 from parallelsync.transcode.model import Codec, EncodeOptions
 from parallelsync.transcode.types import value_encoder
 from tests.unit import copy_helpers as h
+from tests.unit.transcode_support import encode_both, one_column_layout
 
 kernel = impl.load_extension()
 
@@ -136,3 +140,26 @@ def test_deep_layouts_have_no_depth_limit() -> None:
     for _ in range(200):
         value = value["d"]
     assert (rows, value) == (1, {"x": 7})
+
+
+MUTATION_BASE = [
+    '{"a": 1, "b": [1.5, "x", null, true]}', '"héllo \\u00e9 𝄞"', '{"k": {"n": -12.25e3}}',
+    '[true, false, null, "a\\"b\\\\c"]', '{"key.with": "dots", "$d": [0, -0, 1e5]}',
+]  # fmt: skip
+MUTANT_BYTES = b'"\\\x80\xc3\xa9\xff\xed\xa0\x00 {}[],:.e-+0123456789tfn'
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("json_keys", ["keep", "replace"])
+def test_jsonb_mutations_match_the_reference(seed: int, json_keys: str) -> None:
+    """Random byte mutations (broken UTF-8, quotes, escapes, syntax): the compiled path gives
+    the reference's bytes or the reference's error, never something else."""
+    r = random.Random(seed)
+    layout = one_column_layout(Codec("jsonb"), EncodeOptions(json_keys=json_keys))  # type: ignore[arg-type]
+    for i in range(300):
+        text = bytearray(r.choice(MUTATION_BASE).encode())
+        for _ in range(r.randint(1, 3)):
+            text[r.randrange(len(text))] = r.choice(MUTANT_BYTES)
+        data = h.stream([[h.p_int4(i), b"\x01" + bytes(text)]])
+        with contextlib.suppress(EncodeError):
+            encode_both(layout, data)  # asserts equal bytes, or the same error
