@@ -11,17 +11,27 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNEL = Extension(
-    "parallelsync.transcode._kernel",
-    ["parallelsync/transcode/_kernel.pyx"],
-    # PARALLELSYNC_BUILD_REQUIRED=1 (set by scripts/setup.sh and scripts/test.sh) turns a failed
-    # compile into a failed install, so a development tree never runs a stale or missing kernel.
-    optional=os.environ.get("PARALLELSYNC_BUILD_REQUIRED") != "1",
-)
+# PARALLELSYNC_BUILD_REQUIRED=1 (set by scripts/setup.sh and scripts/test.sh) turns a failed
+# compile into a failed install, so a development tree never runs a stale or missing kernel.
+OPTIONAL = os.environ.get("PARALLELSYNC_BUILD_REQUIRED") != "1"
+
+EXTENSIONS = [
+    Extension(
+        "parallelsync.transcode._kernel",
+        ["parallelsync/transcode/_kernel.pyx"],
+        optional=OPTIONAL,
+    ),
+    # the COPY read loop over psycopg's libpq (parallelsync/_native/copyreader.py)
+    Extension(
+        "parallelsync._native.copyread",
+        ["parallelsync/_native/copyread.pyx"],
+        optional=OPTIONAL,
+    ),
+]
 
 setup(
     ext_modules=cythonize(
-        [KERNEL],
+        EXTENSIONS,
         compiler_directives={"language_level": "3"},
         quiet=True,
     )

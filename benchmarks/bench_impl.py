@@ -8,7 +8,7 @@ Sections (`--only install,stages,e2e,kinds,spawn`):
   runtime dependencies;
 - stages: client CPU per row on bench_mixed (2 M rows) per stage (read loop, transcode, insert
   into the wire sink), PostgreSQL's backend CPU for the same COPY, and a C read loop over
-  psycopg's own libpq (benchmarks/_copyread.pyx) instead of `get_copy_data`;
+  psycopg's own libpq (parallelsync/_native/copyread.pyx) instead of `get_copy_data`;
 - e2e: `copy --workers 2` into the wire sink against two `psql \\copy` on the table's ctid halves;
 - kinds: narrow, mixed, wide, jsonb into the wire sink, both builds, one run;
 - spawn: a freshly spawned worker process until it can copy (imports + kernel load).
@@ -84,18 +84,6 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def build_copyread(tmp: Path) -> Path:
-    """Compile the benchmark-only C read loop into tmp (the import path for the children)."""
-    code = (
-        "from setuptools import setup; from Cython.Build import cythonize; "
-        f"setup(ext_modules=cythonize([{str(HERE / '_copyread.pyx')!r}], quiet=True), "
-        f"script_args=['build_ext', '--build-lib', {str(tmp)!r}, '--build-temp', "
-        f"{str(tmp / 'build')!r}])"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=tmp)
-    return tmp
-
-
 def section_install(builds: list[Build], dsn: str, repeat: int) -> dict[str, Any]:
     table = datagen.ensure_table(dsn, "mixed", 1000)
     out: dict[str, Any] = {}
@@ -158,15 +146,12 @@ def section_install(builds: list[Build], dsn: str, repeat: int) -> dict[str, Any
 
 def section_stages(builds: list[Build], env: Env, table: str, repeat: int) -> dict[str, Any]:
     out: dict[str, Any] = {b.name: [] for b in builds}
-    with tempfile.TemporaryDirectory(prefix="psync-copyread-") as tmp:
-        path = build_copyread(Path(tmp))
-        penv = dict(os.environ, PYTHONPATH=str(path))
-        for _ in range(repeat):
-            for b in builds:
-                args = ["stages", "--dsn", env.pg.dsn, "--table", table, "--sink", env.sink_uri]
-                r = b.run_json(args + (["--c-read"] if b.name == "cython" else []), penv)
-                out[b.name].append(r)
-                print(f"stages {b.name}: {r}", file=sys.stderr, flush=True)
+    for _ in range(repeat):
+        for b in builds:
+            args = ["stages", "--dsn", env.pg.dsn, "--table", table, "--sink", env.sink_uri]
+            r = b.run_json(args + (["--c-read"] if b.name == "cython" else []))
+            out[b.name].append(r)
+            print(f"stages {b.name}: {r}", file=sys.stderr, flush=True)
     summary = {}
     for name, runs in out.items():
         rows = runs[0]["rows"]

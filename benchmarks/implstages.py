@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import multiprocessing as mp
 import os
@@ -49,41 +48,28 @@ def _copy_query(conn: Any, table_name: str) -> tuple[str, Any]:
     return query.as_string(conn), proj.layout
 
 
-def loaded_libpq_functions() -> tuple[int, int, int, int]:
-    """Addresses of the libpq functions in the one libpq psycopg loaded (never another copy)."""
-    with open("/proc/self/maps") as maps:
-        paths = sorted({line.split()[-1] for line in maps if "libpq" in line})
-    if len(paths) != 1:
-        raise RuntimeError(f"expected exactly one loaded libpq, found {paths}")
-    lib = ctypes.CDLL(paths[0], mode=os.RTLD_NOLOAD)  # the loaded one, or an error
-    names = ("PQgetCopyData", "PQfreemem", "PQconsumeInput", "PQsocket")
-    return tuple(ctypes.cast(getattr(lib, n), ctypes.c_void_p).value or 0 for n in names)  # type: ignore[return-value]
-
-
 def c_read(conn: Any, query: str) -> list[tuple[bytearray, int]]:
-    """The same batches as copy_batches, read by the C loop of _copyread.pyx."""
-    import _copyread  # built by bench_impl.py into a temp dir on PYTHONPATH
+    """The same batches as copy_batches, read by the C loop (parallelsync/_native)."""
     from psycopg import pq
 
+    from parallelsync._native import copyreader
     from parallelsync.transcode.copybinary import header_length
 
+    why = copyreader.available()
+    if why:
+        raise RuntimeError(why)
     pgconn = conn.pgconn
-    fns = loaded_libpq_functions()
     pgconn.send_query(query.encode())
     res = pgconn.get_result()
     assert res is not None and res.status == pq.ExecStatus.COPY_OUT
     out: list[tuple[bytearray, int]] = []
-    first = True
     while True:
-        buf, _messages, status = _copyread.read_batch(
-            pgconn.pgconn_ptr, fns, BATCH_ROWS, BATCH_BYTES
-        )
+        buf, _messages, status = copyreader.read_batch(pgconn, BATCH_ROWS, BATCH_BYTES)
         if buf:
-            out.append((buf, header_length(buf) if first else 0))
-            first = False
-        if status == -1:
+            out.append((buf, 0 if out else header_length(buf)))
+        if status == copyreader.COPY_DONE:
             break
-        if status != 0:
+        if status != copyreader.BATCH_FULL:
             raise RuntimeError(f"C read loop failed: {status} {pgconn.get_error_message()}")
     while (res := pgconn.get_result()) is not None:
         assert res.status == pq.ExecStatus.COMMAND_OK

@@ -14,9 +14,13 @@ fi
 . .venv/bin/activate
 
 failed=()
-# The transcoder is a compiled extension, built in place by setup.sh's editable install: rebuild
-# it when a Cython source or setup.py is newer than the built module (a no-op check otherwise).
-kernel=$(ls parallelsync/transcode/_kernel.*.so 2>/dev/null | head -n 1)
+# The transcoder (and the COPY read loop) are compiled extensions, built in place by setup.sh's
+# editable install: rebuild when a Cython source or setup.py is newer than the oldest built
+# module, or one is missing (a no-op check otherwise).
+kernel=$(ls -t parallelsync/transcode/_kernel.*.so parallelsync/_native/copyread.*.so 2>/dev/null \
+    | tail -n 1)
+[ "$(ls parallelsync/transcode/_kernel.*.so parallelsync/_native/copyread.*.so 2>/dev/null \
+    | wc -l)" -ge 2 ] || kernel=""
 if [ -z "$kernel" ] || [ setup.py -nt "$kernel" ] \
     || [ -n "$(find parallelsync \( -name '*.pyx' -o -name '*.pxd' \) -newer "$kernel" | head -n 1)" ]; then
     echo "test: building the compiled transcoder (its sources changed)"

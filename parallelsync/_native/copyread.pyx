@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Benchmark prototype: the COPY read loop in C over psycopg's own libpq connection.
+"""The COPY read loop in C over psycopg's own libpq connection (see copyreader.py).
 
 psycopg's `pgconn.get_copy_data` costs a Python call and a memoryview per CopyData message (one
 per tuple). This loop calls libpq directly, without the GIL, appending the messages of a whole
