@@ -106,6 +106,7 @@ def run(
     env: dict[str, str] | None = None,
     server: psutil.Process | None = None,
     sink: psutil.Process | None = None,
+    cwd: str | None = None,
 ) -> Sample:
     """Run cmd to completion (killing its tree after `timeout` s) and measure it."""
     load = os.getloadavg()[0]  # other work on the box at start: explains outliers later
@@ -117,6 +118,7 @@ def run(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=cwd,
         start_new_session=True,
     )
     mon = _RssMonitor(proc.pid)

@@ -14,6 +14,18 @@ fi
 . .venv/bin/activate
 
 failed=()
+# The transcoder (and the COPY read loop) are compiled extensions, built in place by setup.sh's
+# editable install: rebuild when a Cython source or setup.py is newer than the oldest built
+# module, or one is missing (a no-op check otherwise).
+kernel=$(ls -t parallelsync/transcode/_kernel.*.so parallelsync/_native/copyread.*.so 2>/dev/null \
+    | tail -n 1)
+[ "$(ls parallelsync/transcode/_kernel.*.so parallelsync/_native/copyread.*.so 2>/dev/null \
+    | wc -l)" -ge 2 ] || kernel=""
+if [ -z "$kernel" ] || [ setup.py -nt "$kernel" ] \
+    || [ -n "$(find parallelsync \( -name '*.pyx' -o -name '*.pxd' \) -newer "$kernel" | head -n 1)" ]; then
+    echo "test: building the compiled transcoder (its sources changed)"
+    PARALLELSYNC_BUILD_REQUIRED=1 python setup.py -q build_ext --inplace || failed+=(build)
+fi
 echo "test: ruff check"
 ruff check parallelsync tests benchmarks scripts || failed+=(ruff)
 echo "test: mypy"

@@ -60,7 +60,9 @@ VARLEN_CODECS = frozenset(
 CODECS = FIXED_CODECS | VARLEN_CODECS
 
 NullPolicy = Literal["null", "omit"]
-InfinityPolicy = Literal["clamp", "null", "string", "error"]
+# clamp: the first/last millisecond of years 1-9999 (what drivers, JavaScript and mongo tools can
+# read); clamp-int64: the int64 min/max milliseconds (year ±292 million, the old default)
+InfinityPolicy = Literal["clamp", "clamp-int64", "null", "string", "error"]
 NumericFallback = Literal["string", "double", "decimal"]
 JsonKeyPolicy = Literal["keep", "replace", "error"]
 
@@ -104,7 +106,7 @@ Node = FieldNode | DocNode
 @dataclass(frozen=True)
 class EncodeOptions:
     nulls: NullPolicy = "null"  # NULL -> BSON null, or leave the field out
-    # ±infinity dates: clamp to int64 min/max ms, null, "infinity"/"-infinity", error
+    # ±infinity dates: clamp to years 1-9999, clamp-int64, null, "infinity"/"-infinity", error
     infinity: InfinityPolicy = "clamp"
     numeric_fallback: NumericFallback = "string"  # numeric with > 34 significant digits
     json_keys: JsonKeyPolicy = "keep"  # json object keys with "$" prefix or "." inside

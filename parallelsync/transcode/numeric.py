@@ -26,7 +26,9 @@ from parallelsync.transcode.bson_writer import (
 )
 from parallelsync.transcode.model import Codec, NumericFallback
 
-_HEADER = struct.Struct(">hhHh")
+# ndigits is unsigned: numeric_send writes it with pq_sendint16, and a numeric can have up to
+# 131072 + 16383 decimal digits (36,864 base-10000 groups), more than an int16 holds.
+_HEADER = struct.Struct(">HhHh")
 _unpack_i64 = struct.Struct(">q").unpack_from
 _pack_bid = struct.Struct("<QQ").pack
 
@@ -52,6 +54,7 @@ _SPECIAL_BID = {SIGN_NAN: BID_NAN, SIGN_PINF: BID_PINF, SIGN_NINF: BID_NINF}
 _SPECIAL_DOUBLE = {SIGN_NAN: float("nan"), SIGN_PINF: float("inf"), SIGN_NINF: float("-inf")}
 
 _POW10: list[int] = [10**i for i in range(64)]
+_LOG10_2 = 0.30102999566398120
 _DIGIT_STRUCTS: dict[int, struct.Struct] = {}
 
 # Rounding for numeric_fallback="decimal": round half-even to 34 digits; overflow stays an error
@@ -73,7 +76,7 @@ def _pow10(n: int) -> int:
 def parse_numeric(buf: Buffer, pos: int, length: int) -> tuple[bool, int, int] | int:
     """(negative, coefficient, dscale) with value = ±coefficient / 10**dscale; or a special sign."""
     ndigits, weight, sign, dscale = _HEADER.unpack_from(buf, pos)
-    if length != 8 + 2 * ndigits or dscale < 0 or ndigits < 0:
+    if length != 8 + 2 * ndigits or dscale < 0:
         raise ValueError(f"malformed numeric: {length} bytes for {ndigits} digits")
     if sign != SIGN_POS and sign != SIGN_NEG:
         if sign in _SPECIAL_TEXT:
@@ -82,14 +85,25 @@ def parse_numeric(buf: Buffer, pos: int, length: int) -> tuple[bool, int, int] |
     unpack = _DIGIT_STRUCTS.get(ndigits)
     if unpack is None:
         unpack = _DIGIT_STRUCTS.setdefault(ndigits, struct.Struct(f">{ndigits}H"))
-    digits = 0
-    for digit in unpack.unpack_from(buf, pos + 8):
-        digits = digits * 10000 + digit
+    digits = _groups_value(unpack.unpack_from(buf, pos + 8))
     # The digits are base-10000 groups, the last one worth 10000**(weight - ndigits + 1).
     shift = 4 * (weight - ndigits + 1) + dscale
     # Digits past dscale are zero in stored values; truncating matches numeric_out anyway.
     coefficient = digits * _pow10(shift) if shift >= 0 else digits // _pow10(-shift)
     return sign == SIGN_NEG and coefficient != 0, coefficient, dscale
+
+
+def _groups_value(groups: tuple[int, ...]) -> int:
+    """The integer of base-10000 digit groups; halves recursively, so a value of 30,000 groups
+    costs big-number multiplications (Karatsuba) rather than 30,000 ever longer ones."""
+    if len(groups) <= 32:
+        value = 0
+        for group in groups:
+            value = value * 10000 + group
+        return value
+    half = len(groups) // 2
+    low = groups[half:]
+    return _groups_value(groups[:half]) * _pow10(4 * len(low)) + _groups_value(low)
 
 
 # int -> str refuses more than 4300 digits (CVE-2020-10735 guard); numeric can have 147k.
@@ -99,6 +113,12 @@ _STR_LIMIT = 10**4000
 def digits_text(value: int) -> str:
     """Decimal digits of a non-negative int of any size."""
     return str(value) if value < _STR_LIMIT else str(decimal.Decimal(value))
+
+
+def digit_count(value: int) -> int:
+    """Decimal digits of a positive int, without converting it to text (quadratic when huge)."""
+    estimate = int(value.bit_length() * _LOG10_2)  # the count or one less
+    return estimate + 1 if value >= _pow10(estimate) else max(estimate, 1)
 
 
 def bid(negative: bool, coefficient: int, exponent: int) -> bytes:
@@ -116,9 +136,12 @@ def exact_bid(negative: bool, coefficient: int, exponent: int) -> bytes | None:
     if coefficient == 0:
         # Zero keeps its sign and clamps the exponent, as the decimal context does.
         return bid(negative, 0, min(max(exponent, EXP_MIN), EXP_MAX))
-    ndigits = len(digits_text(coefficient))
+    ndigits = digit_count(coefficient)
     shift = max(0, ndigits - MAX_DIGITS, EXP_MIN - exponent)
     if shift:
+        # the low digits first: a huge coefficient's full division is quadratic
+        if coefficient % _pow10(min(shift, 18)):
+            return None
         coefficient, rest = divmod(coefficient, _pow10(shift))
         if rest:
             return None

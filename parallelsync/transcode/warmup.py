@@ -1,10 +1,11 @@
-"""Compile the numba kernels once and store them in numba's on-disk cache.
+"""A start-up check of the transcoder (it needs no warm-up: the kernel is compiled at install).
 
-Cold compilation costs ~40 s of CPU; after it every process loads the cached machine code in
-about a second. `scripts/setup.sh` runs this after installing, so the first copy (and every worker
-of it) does not pay the compile. Run it again after upgrading numba or parallelsync:
+`warm()` encodes one small batch with every native kind through the implementation a worker will
+use and returns the seconds it took (about a millisecond), so a broken build shows at start-up,
+not in the first batch. It remains for the workers and the fork server's preload, which called it
+to load numba's kernels when the transcoder was JIT-compiled.
 
-    python -m parallelsync.transcode.warmup
+    python -m parallelsync.transcode.warmup      # prints the implementation and the time
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import struct
 import sys
 import time
 
+from parallelsync.transcode import impl
 from parallelsync.transcode.encoder import DocumentEncoder
 from parallelsync.transcode.model import Codec, FieldNode, Layout
 
-# One column of every kind the kernels handle natively, so every kernel specialisation compiles.
+# One column of every kind the kernel writes natively, plus its numeric and jsonb cells.
 _COLUMNS: tuple[tuple[str, bytes], ...] = (
     ("int8", struct.pack("!q", 1)),
     ("int4", struct.pack("!i", 2)),
@@ -48,13 +50,15 @@ def warm() -> float:
     row = struct.pack("!h", len(_COLUMNS)) + b"".join(
         struct.pack("!i", len(v)) + v for _, v in _COLUMNS
     )
-    # Enough rows to pass the encoder's small-input shortcut to the reference path.
-    buf = b"PGCOPY\n\xff\r\n\x00" + bytes(8) + row * 200
-    encoder = DocumentEncoder(layout, fast=True)
-    batch = encoder.encode(buf, 19)
-    assert batch.rows == 200
+    buf = b"PGCOPY\n\xff\r\n\x00" + bytes(8) + row * 20
+    batch = DocumentEncoder(layout).encode(buf, 19)
+    if batch.rows != 20:
+        raise RuntimeError(f"transcoder self-check encoded {batch.rows} of 20 rows")
     return time.monotonic() - started
 
 
 if __name__ == "__main__":
-    print(f"parallelsync: numba kernels ready in {warm():.1f} s", file=sys.stderr)
+    seconds = warm()
+    print(
+        f"parallelsync: transcoder {impl.IMPL!r} ready in {seconds * 1000:.1f} ms", file=sys.stderr
+    )

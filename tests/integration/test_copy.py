@@ -248,9 +248,14 @@ def test_empty_table_gives_empty_collection(
 ) -> None:
     pg_conn.execute("CREATE TABLE empty_t (id int4 PRIMARY KEY, v text)")
     mongo_db.empty_t.insert_many([{"_id": 1, "v": "stale"}, {"_id": 2}])
+    # Issue 11: an empty source replaces a non-empty target only when asked to.
+    refused = run_cli(*copy_args(pg_dsn, "empty_t", mongo_uri, mongo_db.name, "--workers", "3"))
+    assert refused.rc == 2 and "--allow-empty" in refused.stderr
+    assert mongo_db.empty_t.count_documents({}) == 2
     run = run_cli(
-        *copy_args(pg_dsn, "empty_t", mongo_uri, mongo_db.name, "--workers", "3", "--json")
-    )
+        *copy_args(pg_dsn, "empty_t", mongo_uri, mongo_db.name, "--workers", "3", "--json",
+                   "--allow-empty")
+    )  # fmt: skip
     assert run.rc == 0, run.stderr
     assert run.json["rows"] == 0
     assert "empty_t" in mongo_db.list_collection_names()

@@ -11,9 +11,7 @@ from parallelsync.errors import DocumentTooLarge, EncodeError
 from parallelsync.transcode import DocumentEncoder, header_length
 from parallelsync.transcode.model import Codec, DocNode, EncodeOptions, FieldNode, Layout
 from tests.unit import copy_helpers as h
-from tests.unit.transcode_support import DECODE, encode_both
-
-BOTH = pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
+from tests.unit.transcode_support import DECODE, each_impl, encode_both, encode_with
 
 
 def nested_layout(options: EncodeOptions | None = None) -> Layout:
@@ -86,15 +84,15 @@ def test_golden_scalar_document() -> None:
     assert doc == struct.pack("<i", len(body) + 5) + body + b"\x00"
 
 
-@BOTH
-def test_batch_framing(fast: bool) -> None:
+@each_impl
+def test_batch_framing(impl: str) -> None:
     layout = Layout(nodes=(FieldNode("_id", 0, Codec("int4")),), ncolumns=1)
-    encoder = DocumentEncoder(layout, fast=fast)
+    encoder = DocumentEncoder(layout, fast=impl == "c")
     rows = [[h.p_int4(i)] for i in range(5)]
     data = h.stream(rows, trailer=False)
     start = header_length(data)
     assert start == 19
-    batch = encoder.encode(data, start)
+    batch = encode_with(impl, layout, data, start)
     assert (batch.rows, batch.end, batch.finished) == (5, len(data), False)
     assert [bson.decode(d)["_id"] for d in batch.documents()] == [0, 1, 2, 3, 4]
     assert batch.offsets.tolist() == [0, 14, 28, 42, 56, 70]
@@ -127,24 +125,24 @@ def test_header_errors() -> None:
         header_length(with_ext[:-1])
 
 
-@BOTH
-def test_field_count_mismatch(fast: bool) -> None:
+@each_impl
+def test_field_count_mismatch(impl: str) -> None:
     layout = Layout(nodes=(FieldNode("_id", 0, Codec("int4")),), ncolumns=1)
     data = h.stream([[h.p_int4(1)], [h.p_int4(1), h.p_int4(2)]], header=False)
     with pytest.raises(EncodeError, match="has 2 fields, the layout expects 1"):
-        DocumentEncoder(layout, fast=fast).encode(data)
+        DocumentEncoder(layout, fast=impl == "c").encode(data)
 
 
-@BOTH
-def test_truncated_data(fast: bool) -> None:
+@each_impl
+def test_truncated_data(impl: str) -> None:
     layout = Layout(nodes=(FieldNode("_id", 0, Codec("text")),), ncolumns=1)
     data = h.row(h.p_text("hello"))
     with pytest.raises(EncodeError, match="truncated"):
-        DocumentEncoder(layout, fast=fast).encode(data[:-1])
+        DocumentEncoder(layout, fast=impl == "c").encode(data[:-1])
 
 
-@BOTH
-def test_document_too_large(fast: bool) -> None:
+@each_impl
+def test_document_too_large(impl: str) -> None:
     layout = Layout(
         nodes=(FieldNode("_id", 0, Codec("text")), FieldNode("body", 1, Codec("bytea"))),
         ncolumns=2,
@@ -154,11 +152,11 @@ def test_document_too_large(fast: bool) -> None:
         [[h.p_text("small"), b"x" * 10], [h.p_text("big-one"), b"x" * 200]], header=False
     )
     with pytest.raises(DocumentTooLarge, match=r"_id 'big-one' is 233 bytes, over the 100-byte"):
-        DocumentEncoder(layout, fast=fast).encode(data)
+        DocumentEncoder(layout, fast=impl == "c").encode(data)
 
 
-@BOTH
-def test_value_error_names_column_and_id(fast: bool) -> None:
+@each_impl
+def test_value_error_names_column_and_id(impl: str) -> None:
     layout = Layout(
         nodes=(
             DocNode("_id", (FieldNode("a", 0, Codec("int4")), FieldNode("b", 1, Codec("int4")))),
@@ -168,7 +166,7 @@ def test_value_error_names_column_and_id(fast: bool) -> None:
     )
     data = h.stream([[h.p_int4(1), h.p_int4(2), h.p_jsonb("{")]], header=False, trailer=False)
     with pytest.raises(EncodeError, match=r"column 'doc' \(jsonb\) of the row with _id \{'a': 1"):
-        DocumentEncoder(layout, fast=fast).encode(data)
+        DocumentEncoder(layout, fast=impl == "c").encode(data)
 
 
 def test_unknown_codec_and_bad_key() -> None:
@@ -180,11 +178,14 @@ def test_unknown_codec_and_bad_key() -> None:
         DocumentEncoder(Layout(nodes=(FieldNode("_id", 3, Codec("int4")),), ncolumns=1))
 
 
-def test_fast_is_chosen_when_useful() -> None:
-    native = Layout(nodes=(FieldNode("_id", 0, Codec("int4")),), ncolumns=1)
-    assert DocumentEncoder(native).fast
-    python_only = Layout(nodes=(FieldNode("_id", 0, Codec("numeric")),), ncolumns=1)
-    assert not DocumentEncoder(python_only).fast
+def test_compiled_path_is_the_default() -> None:
+    """With the extension built every layout uses it (a batch costs the kernel microseconds, so
+    there is no small-input or Python-only shortcut any more)."""
+    for codec in ("int4", "numeric", "interval"):
+        layout = Layout(nodes=(FieldNode("_id", 0, Codec(codec)),), ncolumns=1)
+        encoder = DocumentEncoder(layout)
+        assert (encoder.fast, encoder.impl) == (True, "c")
+    assert DocumentEncoder(layout, fast=False).impl == "python"
 
 
 def test_decode_options_roundtrip() -> None:
@@ -193,14 +194,14 @@ def test_decode_options_roundtrip() -> None:
     assert int(bson.decode(doc, codec_options=DECODE)["_id"]) == 946684800000
 
 
-@BOTH
-def test_worker_buffer_can_be_reused(fast: bool) -> None:
+@each_impl
+def test_worker_buffer_can_be_reused(impl: str) -> None:
     """The worker clears and refills one bytearray: no buffer export may outlive encode()."""
     layout = Layout(
         nodes=(FieldNode("_id", 0, Codec("int4")), FieldNode("j", 1, Codec("jsonb"))),
         ncolumns=2,
     )
-    encoder = DocumentEncoder(layout, fast=fast)
+    encoder = DocumentEncoder(layout, fast=impl == "c")
     buf = bytearray(h.stream([[h.p_int4(i), h.p_jsonb('{"a": 1}')] for i in range(200)]))
     batch = encoder.encode(buf, header_length(buf))
     assert batch.rows == 200

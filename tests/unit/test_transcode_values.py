@@ -130,6 +130,10 @@ def test_dates_and_timestamps() -> None:
     assert int(value_of(Codec("timestamp"), h.p_timestamp(-1001))) == EPOCH_MS - 2
 
 
+CLAMP_MIN_MS = -62135596800000  # 0001-01-01T00:00:00.000Z
+CLAMP_MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+
 @pytest.mark.parametrize("codec", ["date", "timestamp", "timestamptz"])
 @pytest.mark.parametrize("positive", [True, False])
 def test_infinity_policies(codec: str, positive: bool) -> None:
@@ -137,13 +141,53 @@ def test_infinity_policies(codec: str, positive: bool) -> None:
         payload = h.p_date(h.INT32_MAX if positive else h.INT32_MIN)
     else:
         payload = h.p_timestamp(h.INT64_MAX if positive else h.INT64_MIN)
+    # the default clamps to the last/first millisecond of years 1-9999, which decode as datetimes
     clamp = value_of(Codec(codec), payload)
-    assert int(clamp) == (h.INT64_MAX if positive else h.INT64_MIN)
+    assert int(clamp) == (CLAMP_MAX_MS if positive else CLAMP_MIN_MS)
+    plain = bson.decode(value_doc(Codec(codec), payload))["v"]
+    assert plain == (
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999000) if positive else dt.datetime(1, 1, 1)
+    )
+    wide = value_of(Codec(codec), payload, EncodeOptions(infinity="clamp-int64"))
+    assert int(wide) == (h.INT64_MAX if positive else h.INT64_MIN)
     assert value_of(Codec(codec), payload, EncodeOptions(infinity="null")) is None
     text = value_of(Codec(codec), payload, EncodeOptions(infinity="string"))
     assert text == ("infinity" if positive else "-infinity")
     with pytest.raises(EncodeError, match="infinity"):
         value_of(Codec(codec), payload, EncodeOptions(infinity="error"))
+
+
+def test_infinity_clamp_golden_bytes() -> None:
+    payload = h.p_timestamp(h.INT64_MAX)
+    assert value_doc(Codec("timestamptz"), payload) == (
+        b"\x19\x00\x00\x00"  # 25 bytes
+        b"\x10_id\x00\x01\x00\x00\x00"
+        b"\x09v\x00" + struct.pack("<q", 253402300799999) + b"\x00"
+    )
+    payload = h.p_date(h.INT32_MIN)
+    doc = value_doc(Codec("date"), payload, EncodeOptions(infinity="clamp-int64"))
+    assert doc[-9:] == b"\x00\x00\x00\x00\x00\x00\x00\x80\x00"  # int64 min, little-endian
+
+
+@pytest.mark.parametrize("infinity", ["clamp", "clamp-int64"])
+def test_dates_beyond_years_1_to_9999_stay_exact(infinity: Any) -> None:
+    """Only ±infinity is clamped: BC dates and PostgreSQL's largest timestamps are kept."""
+    options = EncodeOptions(infinity=infinity)
+    # 4714-11-24 BC 00:00 UTC (PostgreSQL's first timestamp): Julian day 0, 2451545 days before
+    # 2000-01-01; 294276-12-31 23:59:59.999999 UTC (its last)
+    first = -2451545 * 86_400_000_000
+    last = 9223371331199999999
+    assert int(value_of(Codec("timestamptz"), h.p_timestamp(first), options)) == (
+        first // 1000 + EPOCH_MS
+    )
+    assert int(value_of(Codec("timestamptz"), h.p_timestamp(last), options)) == (
+        last // 1000 + EPOCH_MS
+    )
+    # 0044-03-15 BC as a date (year -43 in astronomical numbering), and 5874897-12-31
+    for days in (-740_000, 2_145_031_949):
+        assert int(value_of(Codec("date"), h.p_date(days), options)) == (
+            (days + 10957) * 86_400_000
+        )
 
 
 def test_timetz_offsets() -> None:
@@ -455,6 +499,59 @@ def test_network(codec: str, address: str, expected: str) -> None:
 def test_wrong_fixed_width_is_an_error() -> None:
     with pytest.raises(EncodeError, match=r"'v' \(int4\) of the row with _id 1: int4 value has 3"):
         value_of(Codec("int4"), b"\x00\x00\x01")
+
+
+# --- numeric with more than 32767 base-10000 digit groups (issue 10 item 6) -------------------
+
+
+def huge_numeric(groups: list[int], weight: int, dscale: int = 0) -> bytes:
+    """numeric_send by hand: ndigits is an unsigned 16-bit count."""
+    return struct.pack(f">HhHh{len(groups)}H", len(groups), weight, 0, dscale, *groups)
+
+
+NINE_E_131071_PLUS_1 = huge_numeric([9000] + [0] * 32766 + [1], 32767)  # 9e131071 + 1
+NINE_E_131071_TEXT = "9" + "0" * 131070 + "1"
+
+
+def test_numeric_with_32768_groups_is_not_malformed() -> None:
+    assert len(NINE_E_131071_PLUS_1) == 65544
+    assert struct.unpack_from(">H", NINE_E_131071_PLUS_1)[0] == 32768
+    # --numeric string (the default): the exact text, golden bytes
+    doc = value_doc(Codec("numeric"), NINE_E_131071_PLUS_1)
+    element = b"\x02v\x00" + struct.pack("<i", 131073) + NINE_E_131071_TEXT.encode() + b"\x00"
+    id_element = b"\x10_id\x00\x01\x00\x00\x00"
+    assert doc == struct.pack("<i", 5 + len(id_element) + len(element)) + id_element + element + (
+        b"\x00"
+    )
+    # --numeric double: beyond the double range
+    double = value_of(
+        Codec("numeric"), NINE_E_131071_PLUS_1, EncodeOptions(numeric_fallback="double")
+    )
+    assert double == float("inf")
+    # --numeric decimal: rounding cannot bring it into Decimal128's range
+    with pytest.raises(EncodeError, match="beyond Decimal128's range even after rounding"):
+        value_of(Codec("numeric"), NINE_E_131071_PLUS_1, EncodeOptions(numeric_fallback="decimal"))
+    # the per-column modes read the same header
+    assert value_of(Codec("numeric", mode="string"), NINE_E_131071_PLUS_1) == NINE_E_131071_TEXT
+    assert value_of(Codec("numeric", mode="double"), NINE_E_131071_PLUS_1) == float("inf")
+
+
+def test_numeric_with_40000_groups_that_fits_decimal128() -> None:
+    """Not produced by PostgreSQL (it strips zero groups) but well-formed: 1 followed by 40000
+    zero groups of fraction, scale 16383, is exactly 1E0 with 33 zeros moved into the digits."""
+    payload = huge_numeric([1] + [0] * 40000, 0, 16383)
+    value = value_of(Codec("numeric"), payload)
+    assert value.bid == numeric_bid("1." + "0" * 33)
+    assert value_of(Codec("numeric", mode="string"), payload) == "1." + "0" * 16383
+
+
+def test_numeric_malformed_lengths_are_errors() -> None:
+    payload = huge_numeric([1, 2], 0)
+    with pytest.raises(EncodeError, match="malformed numeric: 11 bytes for 2 digits"):
+        value_of(Codec("numeric"), payload[:-1])
+    bad_sign = struct.pack(">HhHh", 0, 0, 0x1234, 0)
+    with pytest.raises(EncodeError, match="sign word 0x1234"):
+        value_of(Codec("numeric"), bad_sign)
 
 
 def test_struct_sanity() -> None:

@@ -28,6 +28,11 @@ INT32_MAX = (1 << 31) - 1
 INT32_MIN = -(1 << 31)
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
+# --infinity clamp: 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z, the range every BSON
+# reader can represent (Python's datetime, JavaScript's Date, the mongo tools); the int64 limits
+# (--infinity clamp-int64) are dates of year ±292,278,994 that most of them cannot decode.
+CLAMP_MIN_MS = -62135596800000
+CLAMP_MAX_MS = 253402300799999
 
 USECS_PER_HOUR = 3600000000
 USECS_PER_MINUTE = 60000000
@@ -36,6 +41,8 @@ USECS_PER_SEC = 1000000
 
 def infinity_value(positive: bool, policy: InfinityPolicy) -> Value:
     if policy == "clamp":
+        return (T_DATE, pack_i64(CLAMP_MAX_MS if positive else CLAMP_MIN_MS))
+    if policy == "clamp-int64":
         return (T_DATE, pack_i64(INT64_MAX if positive else INT64_MIN))
     if policy == "null":
         return NULL_VALUE
@@ -43,7 +50,7 @@ def infinity_value(positive: bool, policy: InfinityPolicy) -> Value:
         return str_value("infinity" if positive else "-infinity")
     raise ValueError(
         f"{'' if positive else '-'}infinity has no BSON date: choose the infinity policy "
-        "clamp, null or string"
+        "clamp, clamp-int64, null or string"
     )
 
 

@@ -1,0 +1,1 @@
+"""Compiled helpers outside the transcoder (built by setup.py like the transcoder's kernel)."""
