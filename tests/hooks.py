@@ -36,6 +36,16 @@ def truncate_table(source: str, table: str, **_: Any) -> None:
     _ddl(source, f"TRUNCATE {table}")
 
 
+def truncate_base(source: str, **_: Any) -> None:
+    """TRUNCATE the table `base` (under a view being copied) after the snapshot export."""
+    _ddl(source, "TRUNCATE base")
+
+
+def refresh_mv(source: str, **_: Any) -> None:
+    """REFRESH MATERIALIZED VIEW mv (a new file, like TRUNCATE) after the snapshot export."""
+    _ddl(source, "REFRESH MATERIALIZED VIEW mv")
+
+
 def rewrite_table(source: str, table: str, **_: Any) -> None:
     """A rewriting ALTER (new relfilenode) between the snapshot export and the guard."""
     _ddl(source, f"ALTER TABLE {table} ALTER COLUMN v TYPE int8")

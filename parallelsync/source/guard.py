@@ -83,26 +83,50 @@ class SnapshotGuard:
 def _check_files(
     conn: psycopg.Connection[Any], table: TableInfo, rels: tuple[Relation, ...]
 ) -> None:
-    oids = [r.oid for r in rels if r.relkind in STORAGE_KINDS]
-    if not oids:
-        return
+    """Every relation read, as the snapshot lists them (`rels`) and as this session locked them
+    (a view's base tables, a partitioned table's partitions), still has the file the snapshot
+    knows. A locked relation the snapshot does not know was created since (dropped and created
+    again, a partition attached): its rows are not the snapshot's either; one the snapshot lists
+    but the lock did not take was detached since."""
+    oids = [r.oid for r in rels]
     rows = execute(
         conn,
-        """SELECT n.nspname::text, c.relname::text, c.relfilenode::int8,
-                  pg_relation_filenode(c.oid)::int8
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.oid = ANY(%s) ORDER BY c.oid""",
+        """WITH locked AS (
+               SELECT relation AS oid FROM pg_locks
+               WHERE pid = pg_backend_pid() AND locktype = 'relation' AND relation IS NOT NULL),
+           o AS (SELECT unnest(%s::oid[]) AS oid UNION SELECT oid FROM locked)
+           SELECT o.oid::regclass::text, c.oid IS NOT NULL, c.relkind::text,
+                  n.nspname::text, c.relname::text, c.relfilenode::int8,
+                  pg_relation_filenode(o.oid)::int8, o.oid IN (SELECT oid FROM locked)
+           FROM o LEFT JOIN pg_class c ON c.oid = o.oid
+           LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+           ORDER BY o.oid""",
         (oids,),
     ).fetchall()
-    for schema, name, seen, current in rows:
+    for now_name, known, relkind, schema, name, seen, current, locked in rows:
+        if not known:
+            if current is not None:
+                raise SourceError(
+                    f"relation {now_name} (read as part of {table.display}) was created after "
+                    "the snapshot was taken (dropped and created again, or attached as a "
+                    "partition): its rows are not in the snapshot; run the copy again"
+                )
+            continue
+        if relkind not in STORAGE_KINDS or schema in ("pg_catalog", "information_schema"):
+            continue
+        if current is None:
+            raise SourceError(
+                f"table {schema}.{name} was dropped after the snapshot was taken: run the copy "
+                "again"
+            )
         if seen != current:
             raise SourceError(
                 f"table {schema}.{name} was truncated or rewritten after the snapshot was taken "
                 "(TRUNCATE, VACUUM FULL, CLUSTER, ALTER TABLE ... TYPE ..., REFRESH MATERIALIZED "
                 "VIEW): its rows are not in the snapshot; run the copy again"
             )
-    if len(rows) != len(oids):
-        raise SourceError(
-            f"a relation of table {table.display} was dropped after the snapshot was taken: "
-            "run the copy again"
-        )
+        if not locked:
+            raise SourceError(
+                f"table {schema}.{name} was detached from {table.display} (or no longer inherits "
+                "from it) after the snapshot was taken: run the copy again"
+            )

@@ -73,6 +73,30 @@ def test_truncate_of_a_partition_after_the_snapshot_fails_the_job(
     assert "pt" not in mongo_db.list_collection_names() and no_temp_collections(mongo_db)
 
 
+def test_truncate_under_a_view_or_a_refresh_after_the_snapshot_fails_the_job(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any],
+) -> None:  # fmt: skip
+    make_table(pg_conn, "base")
+    pg_conn.execute("CREATE VIEW vw AS SELECT id, v FROM base")
+    run = run_cli(
+        *copy_args(pg_dsn, "vw", mongo_uri, mongo_db.name, "--key", "id"),
+        env={HOOKS: "after_snapshot=tests.hooks:truncate_base"},
+    )
+    assert run.rc == 3, run.stderr
+    assert "table public.base was truncated or rewritten" in run.stderr, run.stderr
+    pg_conn.execute("INSERT INTO base SELECT g, g FROM generate_series(1, 10) g")
+    pg_conn.execute("CREATE MATERIALIZED VIEW mv AS SELECT id, v FROM base")
+    pg_conn.execute("CREATE UNIQUE INDEX ON mv (id)")
+    run = run_cli(
+        *copy_args(pg_dsn, "mv", mongo_uri, mongo_db.name, "--key", "id"),
+        env={HOOKS: "after_snapshot=tests.hooks:refresh_mv"},
+    )
+    assert run.rc == 3, run.stderr
+    assert "table public.mv was truncated or rewritten" in run.stderr, run.stderr
+    assert not {"vw", "mv"} & set(mongo_db.list_collection_names())
+    assert no_temp_collections(mongo_db)
+
+
 def test_truncate_during_the_copy_waits_for_it(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any],
     tmp_path: Path,

@@ -84,6 +84,26 @@ def test_parent_with_key_leaves_its_children_out_unless_asked(
     assert "the chosen key is not unique" in run.stderr
 
 
+def test_materialized_view_with_a_unique_index(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    # A materialized view cannot declare NOT NULL: its unique index proves the key unique, and
+    # NULL keys get a range of their own.
+    pg_conn.execute("CREATE TABLE base (id int4, v text)")
+    pg_conn.execute("INSERT INTO base SELECT g, 'v' || g FROM generate_series(1, 1500) g")
+    pg_conn.execute("INSERT INTO base VALUES (NULL, 'no id')")
+    pg_conn.execute("CREATE MATERIALIZED VIEW mv AS SELECT * FROM base")
+    run = run_cli(*copy_args(pg_dsn, "mv", mongo_uri, mongo_db.name, "--key", "id"))
+    assert run.rc == 3 and "no unique index or constraint of table public.mv" in run.stderr
+    pg_conn.execute("CREATE UNIQUE INDEX ON mv (id)")
+    pg_conn.execute("ANALYZE mv")
+    run = run_cli(*copy_args(pg_dsn, "mv", mongo_uri, mongo_db.name, "--key", "id",
+                             "--workers", "2", "--json"))  # fmt: skip
+    assert run.rc == 0, run.stderr
+    assert mongo_db.mv.count_documents({}) == 1501
+    assert mongo_db.mv.find_one({"_id": None}) == {"_id": None, "v": "no id"}
+
+
 def _fdw_available(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgres_fdw'")
     return row.fetchone() is not None
