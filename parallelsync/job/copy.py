@@ -139,7 +139,7 @@ class CopyJob:
                 check=lambda: self._check(target),
                 on_stats=lambda: self._stats(run, states, progress),
             )  # fmt: skip
-            counts = counter.result()
+            counts = counter.result(check=lambda: self._check(target))
             run.guard.close()  # the last range is copied: a TRUNCATE may go ahead now
             hooks.fire("before_checks", target_uri=cfg.target, db=cfg.db, temp=run.temp)
             caught_up, consistency = 0, "per-range" if prepared.read.foreign else "snapshot"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from psycopg import sql
 from parallelsync.errors import ParallelSyncError, SourceError
 from parallelsync.source.connect import clean, execute
 
+# How often waiting for the count looks for an abort: as often as the scheduler's loop does.
+WAIT_POLL_S = 0.2
 # How long a cancel waits for the count to return before leaving its thread behind (it dies
 # with the connection, which the guard closes next).
 CANCEL_WAIT_S = 10.0
@@ -78,8 +81,11 @@ class SnapshotCount:
         except Exception as exc:  # report, never die silently
             self._error = SourceError(f"counting the rows of the snapshot failed: {exc!r}")
 
-    def result(self) -> Counts:
-        self._thread.join()
+    def result(self, check: Callable[[], None] = lambda: None) -> Counts:
+        """Wait for the count; `check` runs meanwhile and may raise (an abort, a lost lease)."""
+        while self._thread.is_alive():
+            check()
+            self._thread.join(WAIT_POLL_S)
         if self._error is not None:
             raise self._error
         assert self._counts is not None
