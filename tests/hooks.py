@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from pymongo import MongoClient
 
 
@@ -36,3 +37,53 @@ def hold_the_job(rows: int, done: int, **_: Any) -> None:
     Path(os.environ[HOLD_MARKER]).write_text(str(os.getpid()))
     while True:
         time.sleep(1)
+
+
+# Where `try_truncate` reports what happened (the hook runs in the coordinator process).
+HOOK_OUT_ENV = "PARALLELSYNC_TEST_HOOK_OUT"
+
+
+def _ddl(source: str, statement: str) -> None:
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def truncate_table(source: str, table: str, **_: Any) -> None:
+    """TRUNCATE the table between the snapshot export and the guard (not MVCC-safe)."""
+    _ddl(source, f"TRUNCATE {table}")
+
+
+def truncate_base(source: str, **_: Any) -> None:
+    """TRUNCATE the table `base` (under a view being copied) after the snapshot export."""
+    _ddl(source, "TRUNCATE base")
+
+
+def refresh_mv(source: str, **_: Any) -> None:
+    """REFRESH MATERIALIZED VIEW mv (a new file, like TRUNCATE) after the snapshot export."""
+    _ddl(source, "REFRESH MATERIALIZED VIEW mv")
+
+
+def rewrite_table(source: str, table: str, **_: Any) -> None:
+    """A rewriting ALTER (new relfilenode) between the snapshot export and the guard."""
+    _ddl(source, f"ALTER TABLE {table} ALTER COLUMN v TYPE int8")
+
+
+def try_truncate(source: str, table: str, **_: Any) -> None:
+    """Try to TRUNCATE while the copy holds the table; write "blocked" or "truncated" to the
+    file $PARALLELSYNC_TEST_HOOK_OUT. A short lock_timeout, so the TRUNCATE gives up instead of
+    queueing (a queued ACCESS EXCLUSIVE would hold up the workers' own locks)."""
+    outcome = "truncated"
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '300ms'")
+        try:
+            conn.execute(f"TRUNCATE {table}")
+        except psycopg.errors.LockNotAvailable:
+            outcome = "blocked"
+    Path(os.environ[HOOK_OUT_ENV]).write_text(outcome)
+
+
+def skip_first_range(states: list[Any], **_: Any) -> None:
+    """Make the first range read nothing: rows read and documents then agree with each other, and
+    only a count of the snapshot itself can tell that rows are missing."""
+    st = min(states, key=lambda s: s.rng.id)
+    st.query = st.query.replace(") TO STDOUT", " AND false) TO STDOUT")

@@ -82,8 +82,10 @@ def apply_changes(
     changes: KeyChanges,
     target: Target,
     temp: str,
+    relation: sql.Composable | None = None,
 ) -> tuple[int, int]:
-    """Bring the temp collection's changed rows to the snapshot `conn` is in.
+    """Bring the temp collection's changed rows to the snapshot `conn` is in; `relation` is the
+    table as the copy reads it (`ONLY t` unless its children are read), by default the table.
 
     Returns (rows changed, net change in the document count)."""
     if changes.truncated:
@@ -112,14 +114,9 @@ def apply_changes(
         rows_q = sql.SQL(
             "COPY (SELECT {} FROM {} WHERE {} IN (SELECT {} FROM {}) AND {}) "
             "TO STDOUT (FORMAT BINARY)"
-        ).format(proj.select_list, table.ident, lhs, typed, _unnest(table, key, chunk), cond)
+        ).format(
+            proj.select_list, relation or table.ident, lhs, typed, _unnest(table, key, chunk), cond
+        )
         docs = _documents(conn, rows_q.as_string(None), encoder, dsn)
         delta += target.replace(temp, ids, docs)
     return len(changes.keys), delta
-
-
-def count_rows(conn: psycopg.Connection[Any], table: TableInfo, where: str | None) -> int:
-    """The one full count a resume with catch-up needs (under the new snapshot)."""
-    q = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table.ident, user_filter(where))
-    row = conn.execute(q).fetchone()
-    return int(row[0]) if row else 0

@@ -79,5 +79,8 @@ def run_plan(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
     for d in ranges:
         lo = "-inf" if d["lower"] is None else ", ".join(map(str, d["lower"]))
         hi = "+inf" if d["upper"] is None else ", ".join(map(str, d["upper"]))
-        print(f"{d['id']:>5}  {d['estimated_rows']:>14,}  {lo} .. {hi}")
+        where = "rows whose key is NULL" if d["kind"] == "nulls" else f"{lo} .. {hi}"
+        if d.get("relation"):
+            where = f"{'.'.join(d['relation'])}: {where}"
+        print(f"{d['id']:>5}  {d['estimated_rows']:>14,}  {where}")
     return EXIT_OK

@@ -44,6 +44,10 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
             )  # fmt: skip
             continue
         default = "" if opt.default is None else f"; default {opt.default}"
+        if opt.type is bool:  # a switch: the flag alone turns it on (env/config: true/false)
+            p.add_argument(opt.flag, dest=opt.name, default=None, action="store_const",
+                           const=True, help=f"{opt.help} (env {env})")  # fmt: skip
+            continue
         p.add_argument(
             opt.flag,
             dest=opt.name,

@@ -50,6 +50,8 @@ class CopyConfig:
     slot: str | None = None
     stats_collection: str = "parallelsync_jobs"
     key: tuple[str, ...] | None = None
+    include_children: bool = False
+    allow_foreign_table: bool = False
     ranges_per_worker: int = 4
     batch_rows: int = DEFAULT_BATCH_ROWS
     batch_bytes: int = DEFAULT_BATCH_BYTES

@@ -98,6 +98,22 @@ OPTIONS: tuple[Option, ...] = (
         READS,
     ),
     Option(
+        "include_children",
+        bool,
+        False,
+        "also read the inheritance children of a plain table (default: ONLY the table itself; "
+        "a partitioned table is always read whole)",
+        READS,
+    ),
+    Option(
+        "allow_foreign_table",
+        bool,
+        False,
+        "copy a foreign table (or foreign partitions) although it is read outside the snapshot, "
+        "each range at its own moment (per-range consistency, recorded in the job document)",
+        READS,
+    ),
+    Option(
         "ranges_per_worker",
         int,
         4,

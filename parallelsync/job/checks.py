@@ -13,8 +13,9 @@ from typing import Any
 
 from bson.binary import Binary
 
-from parallelsync.errors import VerifyError
+from parallelsync.errors import EncodeError, VerifyError
 from parallelsync.job.state import RangeState
+from parallelsync.source.counts import Counts
 from parallelsync.source.planner import KeyRange
 from parallelsync.targets import Target
 from parallelsync.targets.base import JobStore
@@ -24,14 +25,23 @@ from parallelsync.transcode.model import FieldNode, Layout
 INT_CODECS = frozenset({"int2", "int4", "int8"})
 
 
-def mongo_filter(rng: KeyRange, layout: Layout) -> dict[str, Any] | None:
-    """The `_id` filter selecting exactly this range in MongoDB, or None if BSON order differs."""
+def mongo_filter(
+    rng: KeyRange, layout: Layout, id_is_key: bool = True, *, null_keys: bool = False
+) -> dict[str, Any] | None:
+    """The `_id` filter selecting exactly this range in MongoDB, or None if BSON order differs
+    or `_id` is not built from the range key (then the range's bounds say nothing about `_id`).
+    Embedded `_id`s ({rel, ctid} of a read over several relations, composite keys) get None.
+    `null_keys`: the plan has a range of NULL keys, which no other range's filter may select."""
     if rng.kind == "all":
         return {}
     first = layout.nodes[0]
-    if not isinstance(first, FieldNode):
+    if not id_is_key or not isinstance(first, FieldNode):
         return None
     name, mode = first.codec.name, first.codec.mode
+    if rng.kind == "nulls":
+        # The rows whose key is NULL: a NULL _id (BSON null sorts before every other type, so
+        # no bounded range's filter selects it).
+        return {"_id": None} if name in INT_CODECS or name == "uuid" else None
 
     def conv(bound: tuple[Any, ...]) -> Any:
         v = bound[0]
@@ -47,8 +57,37 @@ def mongo_filter(rng: KeyRange, layout: Layout) -> dict[str, Any] | None:
             cond["$gte"] = conv(rng.lower)
         if rng.upper is not None:
             cond["$lt"] = conv(rng.upper)
+        if not cond and null_keys:
+            cond["$ne"] = None
         return {"_id": cond} if cond else {}
     return None
+
+
+def expected_documents(counts: Counts, states: list[RangeState], *, consistency: str) -> int:
+    """The documents the temp must hold, from what the snapshot holds (source/counts.py).
+
+    `consistency`: "snapshot": every range was read under the counted snapshot, so the rows read
+    must be exactly the rows it holds (a row no range selected, or one two ranges selected, shows
+    here, whatever the documents say); "caught_up": ranges were read under two snapshots and a
+    resume's catch-up brought them to the counted one, so the count alone is the truth;
+    "per-range": no one snapshot holds what was read (a resume without slot, a foreign table), so
+    the rows read are. Duplicate keys fail in every case, for every target kind."""
+    skipped = sum(s.skipped for s in states)
+    read = sum(s.rows for s in states) + skipped
+    if counts.distinct_keys is not None and counts.distinct_keys != counts.rows:
+        raise EncodeError(
+            f"the snapshot holds {counts.rows} rows but only {counts.distinct_keys} distinct "
+            "key values (NULL counted as one value, as a NULL _id is): the chosen key is not "
+            "unique: choose a unique key with --key; nothing was swapped"
+        )
+    if consistency == "per-range":
+        return read - skipped
+    if consistency == "snapshot" and read != counts.rows:
+        raise VerifyError(
+            f"the workers read {read} rows but the snapshot holds {counts.rows}: rows were missed "
+            "or read twice by the ranges; nothing was swapped and the target is unchanged"
+        )
+    return counts.rows - skipped
 
 
 def check_counts(

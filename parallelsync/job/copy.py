@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from parallelsync.cdc.changed_rows import emit_changed_rows
 from parallelsync.cdc.publication import drop_publication, ensure_publication
@@ -19,8 +19,14 @@ from parallelsync.cdc.slots import advance_slot
 from parallelsync.config import CopyConfig
 from parallelsync.errors import Aborted, ParallelSyncError, TargetError, UsageError
 from parallelsync.job import hooks, jobdoc
-from parallelsync.job.checks import check_counts, verify_checksums
-from parallelsync.job.phases import Prepared, make_plan, preflight, range_states
+from parallelsync.job.checks import check_counts, expected_documents, verify_checksums
+from parallelsync.job.phases import (
+    Prepared,
+    make_plan,
+    preflight,
+    range_states,
+    snapshot_count_query,
+)
 from parallelsync.job.progress import Progress
 from parallelsync.job.resume import (
     ResumeStart,
@@ -31,6 +37,7 @@ from parallelsync.job.resume import (
 )
 from parallelsync.job.schedule import Scheduler
 from parallelsync.job.state import AbortFlag, RangeState, Result, new_job_id
+from parallelsync.source.guard import SnapshotGuard
 from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
 from parallelsync.targets import Target, open_target
 from parallelsync.targets.base import JobStore, NullJobs, temp_name
@@ -69,6 +76,7 @@ class Run:
     locked: bool = False  # the target's lock is ours: its temp, slot and job document are too
     temp_live: bool = False
     holder: SnapshotHolder | None = None
+    guard: SnapshotGuard | None = None  # locks the table, checks its files, counts the snapshot
     slot: str | None = None  # the job's slot
     publication: str | None = None
     resumed: ResumeStart | None = None
@@ -122,7 +130,10 @@ class CopyJob:
         self.abort.install()
         try:
             self.pool.prestart()  # the fork server loads the workers' code meanwhile
-            prepared = preflight(cfg)
+            prepared = preflight(cfg, self.log)
+            if prepared.workers != cfg.workers:  # capped to the source's free connections
+                self.cfg = cfg = replace(cfg, workers=prepared.workers)
+                result.workers = cfg.workers
             run.target = target = open_target(
                 cfg.target, db=cfg.db, collection=cfg.collection,
                 stats_collection=cfg.stats_collection,
@@ -141,19 +152,26 @@ class CopyJob:
                 checksum=cfg.verify == "checksum", oversize=cfg.oversize,
             )  # fmt: skip
             progress = Progress(estimated, cfg.progress_seconds)
+            hooks.fire("before_workers", source=cfg.source, table=prepared.table.display,
+                       states=states)  # fmt: skip
+            assert run.guard is not None
+            counter = run.guard.start_count(snapshot_count_query(cfg, prepared))
             run_workers(
                 self.pool, setup, states, cfg, progress, log=self.log,
                 check=lambda: self._check(target),
                 on_stats=lambda: self._stats(run, states, progress),
                 on_done=lambda st: self._range_done(run, states, progress),
             )  # fmt: skip
+            counts = counter.result(check=lambda: self._check(target))
+            run.guard.close()  # the last range is copied: a TRUNCATE may go ahead now
             hooks.fire("before_checks", target_uri=cfg.target, db=cfg.db, temp=run.temp)
-            caught_up, expected = 0, None
+            caught_up, consistency = 0, "per-range" if prepared.read.foreign else "snapshot"
             if run.resumed is not None:
-                expected, caught_up = catch_up(
+                caught_up = catch_up(
                     cfg, prepared, target, run.temp, run.resumed, run.jobs, self.log
                 )
-            result.rows = expected if expected is not None else sum(s.rows for s in states)
+                consistency = "caught_up" if run.resumed.exact else "per-range"
+            result.rows = expected_documents(counts, states, consistency=consistency)
             result.bytes = sum(s.bytes for s in states)
             if result.rows == 0 and not cfg.allow_empty:
                 refuse_empty(target)
@@ -195,6 +213,8 @@ class CopyJob:
             return result
         finally:
             self.pool.stop()
+            if run.guard is not None:
+                run.guard.close()
             if run.target is not None:
                 run.target.close()
             self.abort.restore()
@@ -216,6 +236,7 @@ class CopyJob:
             run.temp_live = True  # it exists: a failure of this run must drop it too
             run.resumed = start = start_resume(cfg, prepared, target, job, run.jobs, self.log)
             run.holder, run.slot, run.publication = start.holder, start.slot, start.publication
+            self._guard(prepared, start.snapshot, run)
             return start.states, start.snapshot, start.estimated_rows
         table, proj = prepared.table, prepared.projection
         # Publish the table under the slot's name before the slot exists, so the slot can tell a
@@ -226,6 +247,7 @@ class CopyJob:
             run.publication = cfg.slot
         run.holder, run.slot = SnapshotHolder(cfg.source, cfg.slot), cfg.slot
         snap = run.holder.open()
+        self._guard(prepared, snap, run)
         plan = make_plan(cfg, prepared, snap.name)
         states = range_states(cfg, prepared, plan)
         run.jobs.create(
@@ -237,6 +259,20 @@ class CopyJob:
         target.prepare(run.temp)
         run.temp_live = True
         return states, snap, plan.estimated_rows
+
+    def _guard(self, prepared: Prepared, snap: Snapshot, run: Run) -> None:
+        """Before planning and before any worker: lock what is read, check it was not truncated
+        or rewritten since the snapshot (source/guard.py)."""
+        hooks.fire("after_snapshot", source=self.cfg.source, table=prepared.table.display,
+                   snapshot=snap.name)  # fmt: skip
+        run.guard = SnapshotGuard(self.cfg.source)
+        run.guard.open(snap.name, prepared.table, prepared.read)
+        if prepared.read.foreign:
+            self.log(
+                f"{', '.join(prepared.read.foreign)}: foreign table(s) are read outside the "
+                "snapshot, each range at its own moment (--allow-foreign-table): the copy has "
+                "per-range consistency"
+            )
 
     def _check(self, target: Target) -> None:
         if self.abort.requested:

@@ -6,8 +6,12 @@ moment (a document altered between the copy and the checks, DDL between the snap
 first COPY) instead of racing a sleep. Unset, a hook costs one environment lookup.
 
 Points and their context:
-  before_checks  after the workers finished, before counts and checksums: target_uri, db, temp
-  range_done     a range finished and the job document records it: job_id, rows, done, ranges
+  after_snapshot  the snapshot is open, before the guard locks the table and before planning
+                  (the window a TRUNCATE must not slip through): source, table, snapshot
+  before_workers  the guard holds its lock, the plan is made, no worker has started yet:
+                  source, table, states (the ranges, which a test may alter)
+  before_checks   after the workers finished, before counts and checksums: target_uri, db, temp
+  range_done      a range finished and the job document records it: job_id, rows, done, ranges
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def initial(
     publication: str | None,
 ) -> dict[str, Any]:
     table = prepared.table
-    return {
+    doc: dict[str, Any] = {
         "source": {
             "dsn": redact_dsn(cfg.source),
             "schema": table.schema,
@@ -49,6 +49,10 @@ def initial(
         "totals": {"rows": 0, "docs": 0, "bytes": 0},
         "progress": 0.0,
     }
+    if prepared.read.foreign:
+        # Each range read the foreign table at its own moment (--allow-foreign-table).
+        doc["consistency"] = "per-range (foreign table)"
+    return doc
 
 
 def figures(

@@ -2,10 +2,15 @@
 
 `copy`, `plan` and `verify` all run `preflight`, so the same input gets the same message and
 exit code from each. Each phase returns what it made; none keeps state of its own.
+
+Every statement that contains `--where` runs as one statement (the extended query protocol,
+source/connect.py `execute`) inside a READ ONLY transaction, the preflight's checks included.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +22,14 @@ from parallelsync.errors import SourceError, UsageError
 from parallelsync.job.checks import mongo_filter
 from parallelsync.job.state import RangeState
 from parallelsync.mapping.projection import Projection, build_projection, check_projection
+from parallelsync.source.capacity import COPY_EXTRA, VERIFY_EXTRA, cap_workers, connection_capacity
 from parallelsync.source.catalog import TableInfo, resolve_table
-from parallelsync.source.connect import clean, connect
+from parallelsync.source.connect import clean, connect, execute
+from parallelsync.source.counts import count_query
+from parallelsync.source.keys import KeySpec, resolve_key
 from parallelsync.source.planner import KeyRange, Plan, plan_ranges
 from parallelsync.source.predicates import user_filter
+from parallelsync.source.relations import ReadSpec, leaves, read_spec
 from parallelsync.source.snapshot import (
     check_logical,
     check_slot_name,
@@ -32,24 +41,44 @@ from parallelsync.targets import check_target
 
 @dataclass(frozen=True)
 class Prepared:
-    """What preflight found: the table as the catalog describes it, and how it maps to documents."""
+    """What preflight found: the table as the catalog describes it, how the copy reads it, its
+    key, how it maps to documents, and how many workers the source can take."""
 
     table: TableInfo
     projection: Projection
+    read: ReadSpec
+    key: KeySpec
+    workers: int
+
+    @property
+    def relation(self) -> sql.Composable:
+        """The table as every query of the copy names it (`ONLY t` without its children)."""
+        return self.read.from_sql(self.table)
 
 
-def preflight(cfg: CopyConfig) -> Prepared:
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def preflight(cfg: CopyConfig, log: Callable[[str], None] = _stderr) -> Prepared:
     """Check every input against the source before anything is written anywhere."""
     if cfg.command != "plan":
         check_target(cfg.target, cfg.db)
     if cfg.slot:
         check_slot_name(cfg.slot)
     with connect(cfg.source, autocommit=True) as pg:
+        # Nothing the preflight runs can write, whatever --where holds.
+        pg.execute("BEGIN READ ONLY")
         table = resolve_table(pg, cfg.table)
-        proj = build_projection(table, cfg)
+        read = read_spec(pg, table, cfg.include_children)
+        if read.foreign and not cfg.allow_foreign_table:
+            raise SourceError(foreign_refusal(table, read))
+        proj = build_projection(table, cfg, spans=read.spans)
+        origin = "--key" if cfg.key else ("mapping.id" if proj.key != table.primary_key else "")
+        key = resolve_key(pg, table, proj.key, read, origin or "the primary key")
         check_projection(pg, table, proj)  # type overrides fail here, not mid-copy
         if cfg.where:
-            check_where(pg, table, cfg)
+            check_where(pg, table, read, cfg)
         if cfg.slot:
             check_logical(pg)
             if not cfg.resume and slot_exists(pg, cfg.slot):
@@ -58,13 +87,35 @@ def preflight(cfg: CopyConfig) -> Prepared:
                     "uses it; choose another --slot, or drop the abandoned one with "
                     f"SELECT pg_drop_replication_slot('{cfg.slot}')"
                 )
-    return Prepared(table, proj)
+        extra = VERIFY_EXTRA if cfg.command == "verify" else COPY_EXTRA
+        workers, note = cap_workers(connection_capacity(pg), cfg.workers, extra)
+        pg.execute("ROLLBACK")
+    if note:
+        log(note)
+    return Prepared(table, proj, read, key, workers)
 
 
-def check_where(pg: psycopg.Connection[Any], table: TableInfo, cfg: CopyConfig) -> None:
-    q = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE {}").format(table.ident, user_filter(cfg.where))
+def foreign_refusal(table: TableInfo, read: ReadSpec) -> str:
+    what = (
+        f"table {table.display} is a foreign table"
+        if read.foreign == (table.display,)
+        else f"table {table.display} reads foreign table(s) {', '.join(read.foreign)}"
+    )
+    return (
+        f"{what}: a foreign table is read outside the snapshot, each range at its own moment, so "
+        "the copy would not be one consistent picture of it; pass --allow-foreign-table to "
+        "accept per-range consistency"
+    )
+
+
+def check_where(
+    pg: psycopg.Connection[Any], table: TableInfo, read: ReadSpec, cfg: CopyConfig
+) -> None:
+    q = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE {}").format(
+        read.from_sql(table), user_filter(cfg.where)
+    )
     try:
-        pg.execute(q)
+        execute(pg, q)
     except psycopg.Error as exc:
         raise UsageError(f"invalid --where {cfg.where!r}: {clean(exc, cfg.source)}") from None
 
@@ -72,12 +123,19 @@ def check_where(pg: psycopg.Connection[Any], table: TableInfo, cfg: CopyConfig) 
 def make_plan(cfg: CopyConfig, prepared: Prepared, snapshot: str | None) -> Plan:
     """Key ranges from a sample; under the workers' snapshot when there is one, so the ranges
     describe the data the workers will read."""
-    nranges = cfg.workers * cfg.ranges_per_worker
+    nranges = prepared.workers * cfg.ranges_per_worker
+    table, read = prepared.table, prepared.read
     with connect(cfg.source, autocommit=True) as pg:
-        if snapshot is not None:
-            import_snapshot(pg, snapshot)
         try:
-            return plan_ranges(pg, prepared.table, prepared.projection.key, nranges, cfg.where)
+            if snapshot is not None:
+                import_snapshot(pg, snapshot)
+            else:
+                pg.execute("BEGIN READ ONLY")
+            rels = leaves(pg, table, children=read.children) if read.spans else ()
+            return plan_ranges(
+                pg, table, prepared.key, nranges, cfg.where,
+                relation=prepared.relation, spans=read.spans, leaves=rels,
+            )  # fmt: skip
         except psycopg.Error as exc:
             raise SourceError(f"planning ranges failed: {clean(exc, cfg.source)}") from None
 
@@ -85,18 +143,34 @@ def make_plan(cfg: CopyConfig, prepared: Prepared, snapshot: str | None) -> Plan
 def copy_query(cfg: CopyConfig, prepared: Prepared, rng: KeyRange) -> str:
     """The complete COPY statement of one range."""
     proj = prepared.projection
-    cond = rng.predicate(proj.key)
+    cond = rng.predicate(prepared.key)
     if cfg.where:
         cond = sql.SQL("({}) AND {}").format(cond, user_filter(cfg.where))
+    relation = (
+        prepared.relation
+        if rng.relation is None
+        else sql.SQL("ONLY {}").format(sql.Identifier(*rng.relation))
+    )
     q = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT BINARY)").format(
-        proj.select_list, prepared.table.ident, cond
+        proj.select_list, relation, cond
     )
     return q.as_string(None)
 
 
+def snapshot_count_query(cfg: CopyConfig, prepared: Prepared) -> sql.Composed:
+    """What the snapshot holds of the table as read (source/counts.py), with the distinct keys
+    where the catalog cannot prove the key unique."""
+    key = prepared.key.names if prepared.key.check_distinct else None
+    return count_query(prepared.relation, user_filter(cfg.where), key)
+
+
+def id_filter(prepared: Prepared, rng: KeyRange) -> dict[str, Any] | None:
+    proj = prepared.projection
+    return mongo_filter(rng, proj.layout, proj.id_is_key, null_keys=not prepared.key.not_null)
+
+
 def range_states(cfg: CopyConfig, prepared: Prepared, plan: Plan) -> list[RangeState]:
-    layout = prepared.projection.layout
     return [
-        RangeState(r, copy_query(cfg, prepared, r), id_filter=mongo_filter(r, layout))
+        RangeState(r, copy_query(cfg, prepared, r), id_filter=id_filter(prepared, r))
         for r in plan.ranges
     ]

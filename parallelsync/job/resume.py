@@ -24,11 +24,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from parallelsync.cdc.catchup import apply_changes, count_rows
+from parallelsync.cdc.catchup import apply_changes
 from parallelsync.cdc.peek import changed_keys
 from parallelsync.config import CopyConfig
 from parallelsync.errors import UsageError
-from parallelsync.job.phases import Prepared
+from parallelsync.job.phases import Prepared, id_filter
 from parallelsync.job.state import DONE, PENDING, RangeState
 from parallelsync.source.connect import connect
 from parallelsync.source.snapshot import Snapshot, SnapshotHolder, import_snapshot
@@ -96,6 +96,9 @@ def start_resume(
     states = [RangeState.from_doc(d) for d in job.get("ranges", [])]
     exact = bool(slot and publication)
     for st in states:
+        # From this run's projection, not the document: an `_id` not built from the range key
+        # (mapping.id on another column) must never be cleared by the range's bounds.
+        st.id_filter = id_filter(prepared, st.rng)
         if st.status != DONE:
             # The job document lags the workers by a few seconds: any unfinished range may
             # have written documents already, so every attempt from here tolerates duplicates.
@@ -138,23 +141,23 @@ def catch_up(
     start: ResumeStart,
     jobs: JobStore,
     log: Log,
-) -> tuple[int | None, int]:
-    """Bring finished ranges from the first snapshot to the new one, using the slot.
-
-    Returns (rows the new snapshot holds, rows caught up). The first is None without a slot: then
-    the rows read per range are the count to check; after a catch-up they no longer add up to it
-    (ranges were read under two snapshots), so one count(*) under the new snapshot is used."""
+) -> int:
+    """Bring finished ranges from the first snapshot to the new one, using the slot; returns the
+    rows caught up (0 without a slot). After a catch-up the rows read per range no longer add up
+    to the table (ranges were read under two snapshots): the count to check is the new
+    snapshot's own, which the job counts meanwhile (job/checks.py `expected_documents`)."""
     snap = start.snapshot
     if not (start.exact and snap.consistent_lsn):
-        return None, 0
+        return 0
     assert start.slot is not None and start.publication is not None
     table, proj = prepared.table, prepared.projection
     with connect(cfg.source, autocommit=True) as conn:
         changes = changed_keys(conn, start.slot, snap.consistent_lsn, start.publication, proj.key)
         import_snapshot(conn, snap.name)
-        n, _ = apply_changes(conn, table, proj, cfg.where, cfg.source, changes, target, temp)
-        expected = count_rows(conn, table, cfg.where)
+        n, _ = apply_changes(
+            conn, table, proj, cfg.where, cfg.source, changes, target, temp, prepared.relation
+        )
         conn.execute("ROLLBACK")
     log(f"applied {n} rows changed between the first snapshot and the resume")
     jobs.update({"snapshot.consistent_lsn": snap.consistent_lsn, "resume_changed_rows": n})
-    return expected, n
+    return n

@@ -53,11 +53,7 @@ class RangeState:
     @classmethod
     def from_doc(cls, d: dict[str, Any]) -> RangeState:
         """A range as an earlier (dead) run recorded it in its job document."""
-        lower = None if d.get("lower") is None else tuple(d["lower"])
-        upper = None if d.get("upper") is None else tuple(d["upper"])
-        rng = KeyRange(
-            int(d["id"]), d.get("kind", "key"), lower, upper, int(d.get("estimated_rows", 0))
-        )
+        rng = KeyRange.from_doc(d)
         st = cls(
             rng, str(d["query"]), attempts=int(d.get("attempts", 0)), id_filter=d.get("id_filter")
         )

@@ -9,6 +9,7 @@ as a whole. For differing ranges up to SAMPLE_LIMIT_ROWS in size, sample keys ar
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
@@ -22,6 +23,7 @@ from parallelsync.job.progress import Progress
 from parallelsync.job.state import AbortFlag
 from parallelsync.source.connect import connect
 from parallelsync.source.copystream import copy_batches
+from parallelsync.source.guard import SnapshotGuard
 from parallelsync.source.snapshot import SnapshotHolder
 from parallelsync.targets import Target, open_target
 from parallelsync.targets.mongodb.digest import id_key
@@ -43,6 +45,7 @@ def source_hashes(cfg: CopyConfig, query: str, prepared: Prepared) -> dict[Any, 
     out: dict[Any, int] = {}
     encoder = DocumentEncoder(prepared.projection.layout)
     with connect(cfg.source, autocommit=True) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # the query holds --where
         for buf, start in copy_batches(conn, query, cfg.source, cfg.batch_rows, cfg.batch_bytes):
             for doc in encoder.encode(buf, start).documents():
                 out[id_key(RawBSONDocument(doc)["_id"])] = doc_hash(doc)
@@ -69,7 +72,8 @@ def sample_differences(
 
 def run_verify(cfg: CopyConfig, log: Any = stderr_log) -> dict[str, Any]:
     started = time.monotonic()
-    prepared = preflight(cfg)
+    prepared = preflight(cfg, log)
+    cfg = replace(cfg, workers=prepared.workers)  # capped to the source's free connections
     target = open_target(
         cfg.target, db=cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection
     )
@@ -87,8 +91,10 @@ def run_verify(cfg: CopyConfig, log: Any = stderr_log) -> dict[str, Any]:
         abort.install()
         pool.prestart()
         holder = SnapshotHolder(cfg.source, None)
+        guard = SnapshotGuard(cfg.source)
         try:
             snap = holder.open()
+            guard.open(snap.name, prepared.table, prepared.read)  # not truncated since the snapshot
             plan = make_plan(cfg, prepared, snap.name)
             states = range_states(cfg, prepared, plan)
             # The workers digest every document and discard it: the source side of the check.
@@ -104,6 +110,7 @@ def run_verify(cfg: CopyConfig, log: Any = stderr_log) -> dict[str, Any]:
             )  # fmt: skip
         finally:
             pool.stop()
+            guard.close()
             holder.close()
             abort.restore()
         cmp = compare(target, cfg.collection, states)

@@ -48,6 +48,10 @@ class Projection:
     select_list: sql.Composable
     layout: Layout
     key: tuple[str, ...]  # key columns used for ranges and _id (empty: ctid)
+    # `_id` is built from the range key itself (or from the ctid that ctid ranges split), so a
+    # range's bounds are bounds on `_id` too. False when mapping.id names other columns: then no
+    # `_id` filter can select a range (job/checks.py), nor clear one on a resume.
+    id_is_key: bool = True
 
 
 def choose_key(table: TableInfo, requested: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -176,14 +180,17 @@ def _nest(items: list[tuple[tuple[str, ...], FieldNode]], table: TableInfo) -> t
     return build(items)
 
 
-def build_projection(table: TableInfo, cfg: ShapeOptions) -> Projection:
+def build_projection(table: TableInfo, cfg: ShapeOptions, *, spans: bool = False) -> Projection:
+    """`spans`: the read covers several relations (partitions, inheritance children), so a row
+    without a key is named by its relation and ctid together (ctids restart in each)."""
     m = cfg.mapping
     check_mapping_columns(table, m, cfg.key)
     # Ranges are cut on --key or the primary key (indexed); mapping.id only chooses _id. Without
-    # either, a plain table is cut into ctid blocks, anything else on the _id columns.
+    # either, a plain or partitioned table is cut into ctid blocks, anything else on the _id
+    # columns.
     key = choose_key(table, cfg.key)
     id_cols = m.id or key
-    if not key and m.id and table.relkind != "r":
+    if not key and m.id and table.relkind not in ("r", "p"):
         key = m.id
     types = m.type_map()
     renames = m.field_map()
@@ -203,18 +210,20 @@ def build_projection(table: TableInfo, cfg: ShapeOptions) -> Projection:
         return len(exprs) - 1
 
     if not id_cols:
-        if table.relkind != "r":
-            why = (
-                "a partitioned table: ctids repeat across partitions"
-                if table.relkind == "p"
-                else "rows have no ctid"
-            )
+        if table.relkind not in ("r", "p"):
             raise SourceError(
-                f"{table.display} has no primary key and is not a plain table ({why}), so rows "
-                "have no stable identity: name a unique key with --key col[,col]"
+                f"{table.display} has no primary key and is not a table (rows have no ctid), so "
+                "rows have no stable identity: name a unique key with --key col[,col]"
             )
-        exprs.append(sql.SQL("ctid"))
-        nodes.append(FieldNode("_id", 0, Codec("tid")))
+        if spans or table.relkind == "p":
+            # {rel, ctid}: the relation's name (as the reading session's search_path shows it)
+            # and the int64 ctid, unique across the relations read.
+            exprs += [sql.SQL("tableoid::regclass::text"), sql.SQL("ctid")]
+            rel_ctid = (FieldNode("rel", 0, Codec("text")), FieldNode("ctid", 1, Codec("tid")))
+            nodes.append(DocNode("_id", rel_ctid))
+        else:
+            exprs.append(sql.SQL("ctid"))
+            nodes.append(FieldNode("_id", 0, Codec("tid")))
     elif m.id_format == "string":
         parts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in id_cols)
         exprs.append(sql.SQL("concat_ws({}, {})").format(sql.Literal(m.id_separator), parts))
@@ -255,7 +264,8 @@ def build_projection(table: TableInfo, cfg: ShapeOptions) -> Projection:
         json_keys=cfg.json_keys,  # type: ignore[arg-type]
     )
     layout = Layout(tuple(nodes), len(exprs), options)
-    return Projection(sql.SQL(", ").join(exprs), layout, key)
+    id_is_key = tuple(id_cols) == tuple(key) and m.id_format != "string"
+    return Projection(sql.SQL(", ").join(exprs), layout, key, id_is_key)
 
 
 def check_projection(pg: psycopg.Connection[Any], table: TableInfo, proj: Projection) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from parallelsync.errors import SourceConnectionLost, SourceError, UsageError
 from parallelsync.redact import dsn_password, redact_dsn, scrub
@@ -24,6 +25,19 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
         raise SourceError(
             f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {clean(exc, dsn)}"
         ) from None
+
+
+def execute(
+    conn: psycopg.Connection[Any], query: str | sql.SQL | sql.Composed, params: Any = None
+) -> psycopg.Cursor[Any]:
+    """Run exactly one statement, with the extended query protocol.
+
+    psycopg sends a statement without parameters with the simple query protocol, which runs every
+    statement in the string; `--where` is pasted into queries as written, so with it
+    `true); DROP TABLE t; SELECT (1` would run the DROP. A prepared statement (Parse) holds exactly
+    one statement: the server refuses such a string ("cannot insert multiple commands into a
+    prepared statement") instead of running any of it."""
+    return conn.execute(query, params, prepare=True)
 
 
 def clean(exc: BaseException, dsn: str) -> str:

@@ -31,7 +31,9 @@ def copy_batches(
     finished = False
     sel = selectors.DefaultSelector()
     try:
-        pgconn.send_query(query.encode())
+        # The extended query protocol (no parameters): exactly one statement. The simple protocol
+        # would run every statement in the string, and the query holds --where as written.
+        pgconn.send_query_params(query.encode(), None)
         res = pgconn.get_result()
         if res is None or res.status != pq.ExecStatus.COPY_OUT:
             raise result_error(res, pgconn, dsn)

@@ -252,11 +252,38 @@ def test_global_uuid_string_does_not_override_a_uuid_type_override() -> None:
     assert p.layout.nodes[1] == FieldNode("u", 1, Codec("uuid"))
 
 
-def test_partitioned_table_without_key_asks_for_key() -> None:
+def test_partitioned_table_without_key_names_rows_by_relation_and_ctid() -> None:
+    # Issue 10 item 4 (an intended change): a partitioned table without a key used to be refused
+    # ("ctids repeat across partitions"); its rows are now named {rel, ctid}, unique across them.
     table = dataclasses.replace(TABLE, relkind="p", primary_key=())
-    with pytest.raises(SourceError, match=r"partitioned table.*--key"):
-        project(table=table)
+    p = project(table=table)
+    assert p.key == () and p.id_is_key
+    assert shape(p.layout.nodes)[0] == ("_id", ["rel", "ctid"])
+    assert select(p).startswith('tableoid::regclass::text, ctid, "id"')
     assert project(table=table, key="id").key == ("id",)
+    # A plain table read with its inheritance children: the same; read alone: the int64 ctid.
+    plain = dataclasses.replace(TABLE, primary_key=())
+    spanning = build_projection(plain, cfg(), spans=True)
+    assert shape(spanning.layout.nodes)[0] == ("_id", ["rel", "ctid"])
+    assert project(table=plain).layout.nodes[0] == FieldNode("_id", 0, Codec("tid"))
+
+
+def test_a_view_without_key_asks_for_key() -> None:
+    table = dataclasses.replace(TABLE, relkind="v", primary_key=())
+    with pytest.raises(SourceError, match=r"not a table.*--key"):
+        project(table=table)
+
+
+def test_id_is_key_only_when_id_comes_from_the_range_key() -> None:
+    assert project().id_is_key
+    assert project({"id": ["id"]}).id_is_key
+    # mapping.id on another column: _id values are not bounded by the range key's bounds
+    other = project({"id": ["name"]})
+    assert other.key == ("id",) and not other.id_is_key
+    # a keyless table with mapping.id: ctid ranges, but _id from the column
+    keyless = project({"id": ["name"]}, table=dataclasses.replace(TABLE, primary_key=()))
+    assert keyless.key == () and not keyless.id_is_key
+    assert not project({"id_format": "string"}, table=COMPOSITE).id_is_key
 
 
 def test_column_named_id_underscore_cannot_shadow_the_key() -> None:

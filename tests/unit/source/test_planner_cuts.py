@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from parallelsync.source.catalog import TableInfo
+from parallelsync.source.keys import KeySpec
 from parallelsync.source.planner import KeyRange, _plan_ctid, cut_positions, ranges_from_sample
+from tests.unit.source.test_keys import INT, column
 
 Key = tuple[Any, ...]
 
@@ -235,7 +237,7 @@ def test_more_ranges_than_sample_keys_gives_one_range_per_key() -> None:
 def test_single_range_is_unbounded() -> None:
     ranges = ranges_from_sample(singles(list(range(10))), 1, 10.0)
     assert [(r.lower, r.upper, r.estimated_rows) for r in ranges] == [(None, None, 10)]
-    assert ranges[0].predicate(("id",)).as_string(None) == "true"
+    assert ranges[0].predicate(INT).as_string(None) == "true"
 
 
 def test_describe_is_json_friendly() -> None:
@@ -249,29 +251,35 @@ def test_describe_is_json_friendly() -> None:
 # -------------------------------------------------------------------------------- predicates
 def test_predicates_of_single_column_ranges() -> None:
     ranges = by_key_order(ranges_from_sample(singles(list(range(30))), 3, 30.0))
-    assert [r.predicate(("id",)).as_string(None) for r in ranges] == [
-        '"id" < 10',
-        '"id" >= 10 AND "id" < 20',
-        '"id" >= 20',
+    ge, lt = 'OPERATOR("pg_catalog".>=)', 'OPERATOR("pg_catalog".<)'
+    assert [r.predicate(INT).as_string(None) for r in ranges] == [
+        f'"id" {lt} CAST(10 AS "pg_catalog"."int4")',
+        f'"id" {ge} CAST(10 AS "pg_catalog"."int4") AND "id" {lt} CAST(20 AS "pg_catalog"."int4")',
+        f'"id" {ge} CAST(20 AS "pg_catalog"."int4")',
     ]
 
 
 def test_predicate_quotes_text_and_identifiers() -> None:
     rng = KeyRange(1, "key", ("O'Brien",), ("Smith",), 5)
-    assert rng.predicate(("Last Name",)).as_string(None) == (
-        "\"Last Name\" >= 'O''Brien' AND \"Last Name\" < 'Smith'"
+    key = KeySpec((column("Last Name", typ="text"),), True, True)
+    assert rng.predicate(key).as_string(None) == (
+        '"Last Name" OPERATOR("pg_catalog".>=) CAST(\'O\'\'Brien\' AS "pg_catalog"."text") AND '
+        '"Last Name" OPERATOR("pg_catalog".<) CAST(\'Smith\' AS "pg_catalog"."text")'
     )
 
 
 def test_composite_predicates_use_row_comparison() -> None:
+    key = KeySpec((column("a", typ="text"), column("b")), True, True)
     ranges = by_key_order(ranges_from_sample([("a", 1), ("a", 2), ("b", 1), ("b", 2)], 2, 4.0))
-    assert [r.predicate(("a", "b")).as_string(None) for r in ranges] == [
-        '("a", "b") < ROW(\'b\', 1)',
-        '("a", "b") >= ROW(\'b\', 1)',
+    row_b1 = 'ROW(CAST(\'b\' AS "pg_catalog"."text"), CAST(1 AS "pg_catalog"."int4"))'
+    assert [r.predicate(key).as_string(None) for r in ranges] == [
+        f'("a", "b") < {row_b1}',
+        f'("a", "b") >= {row_b1}',
     ]
     middle = KeyRange(7, "key", ("a", 2), ("b", 1), 1)
-    assert middle.predicate(("a", "b")).as_string(None) == (
-        '("a", "b") >= ROW(\'a\', 2) AND ("a", "b") < ROW(\'b\', 1)'
+    assert middle.predicate(key).as_string(None) == (
+        '("a", "b") >= ROW(CAST(\'a\' AS "pg_catalog"."text"), CAST(2 AS "pg_catalog"."int4")) '
+        f'AND ("a", "b") < {row_b1}'
     )
 
 
