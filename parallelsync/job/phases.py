@@ -41,7 +41,10 @@ class Prepared:
 def preflight(cfg: CopyConfig) -> Prepared:
     """Check every input against the source before anything is written anywhere."""
     if cfg.command != "plan":
-        check_target(cfg.target, cfg.db)
+        check_target(
+            cfg.target, cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection,
+            changed_rows_collection=cfg.changed_rows_collection,
+        )  # fmt: skip
     if cfg.slot:
         check_slot_name(cfg.slot)
     with connect(cfg.source, autocommit=True) as pg:

@@ -10,13 +10,19 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from parallelsync.errors import TargetError
-from parallelsync.targets.base import TEMP_MARKER, IdFilter, JobStore, Log, SinkSpec, TargetKind
+from parallelsync.targets.base import (
+    LOCK_COLLECTION,
+    TEMP_MARKER,
+    IdFilter,
+    JobStore,
+    Log,
+    SinkSpec,
+    TargetKind,
+)
 from parallelsync.targets.mongodb import digest, jobs, swap
 from parallelsync.targets.mongodb.client import connect
 from parallelsync.targets.mongodb.lease import Lease
 from parallelsync.transcode.checksum import Digest
-
-LOCK_COLLECTION = "parallelsync_locks"
 
 
 class MongoTarget:
