@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from parallelsync import __version__
 from parallelsync.cli.output import print_traceback
 from parallelsync.config import build_config, options_for
 from parallelsync.errors import EXIT_FAILED, EXIT_USAGE, ParallelSyncError, UsageError
+from parallelsync.redact import remember, scrub_known
 
 COMMANDS = {
     "copy": "copy a table into a collection (one snapshot, N workers, atomic swap)",
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> int:
     cli = vars(args)
+    # Known before anything connects, so no message can show their secrets (redact.py).
+    remember(cli.get("source"), cli.get("target"))
+    remember(os.environ.get("PARALLELSYNC_SOURCE"), os.environ.get("PARALLELSYNC_TARGET"))
     if cli.get("config") is None:
         cli["config"] = os.environ.get("PARALLELSYNC_CONFIG")
     if args.command == "status":
@@ -86,8 +91,22 @@ def _dispatch(args: argparse.Namespace) -> int:
     return run[args.command](cfg, as_json=args.json, debug=args.debug)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    # Driver warnings can quote a connection string too (pymongo's about URI options).
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    (file or sys.stderr).write(scrub_known(text))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     debug = "--debug" in args_list
     try:
         parser = build_parser()
@@ -114,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             print_traceback(exc)
         print(
-            f"parallelsync: internal error: {exc!r} (run with --debug for the traceback)",
+            f"parallelsync: internal error: {scrub_known(repr(exc))} "
+            "(run with --debug for the traceback)",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -9,6 +9,7 @@ from typing import Any
 
 from parallelsync.config import load_file, merge, options_for
 from parallelsync.errors import EXIT_OK, UsageError
+from parallelsync.redact import scrub_for, scrub_known
 from parallelsync.targets.mongodb.client import connect
 
 STATUS_OPTIONS = options_for("status")
@@ -17,7 +18,7 @@ _NAMES = {o.name for o in STATUS_OPTIONS}
 SUMMARY_FIELDS = {
     "_id": 1, "status": 1, "target": 1, "source.table": 1, "source.schema": 1, "totals": 1,
     "progress": 1, "started_at": 1, "finished_at": 1, "elapsed": 1, "error": 1, "workers": 1,
-    "snapshot.consistent_lsn": 1,
+    "snapshot.consistent_lsn": 1, "source.dsn": 1,
 }  # fmt: skip
 
 
@@ -33,7 +34,7 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
             job = coll.find_one({"_id": cli["job"]})
             if job is None:
                 raise UsageError(f"no job {cli['job']} in {values['db']}.{coll.name}")
-            print(json.dumps(job, default=str, indent=None if as_json else 2))
+            print(shown(job, json.dumps(job, default=str, indent=None if as_json else 2)))
             return EXIT_OK
         query: dict[str, Any] = {}
         if values["collection"]:
@@ -43,7 +44,7 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
     finally:
         client.close()
     if as_json:
-        print(json.dumps(jobs, default=str))
+        print(shown(jobs, json.dumps(jobs, default=str)))
         return EXIT_OK
     if not jobs:
         print(f"no jobs in {values['db']}.{values['stats_collection']}")
@@ -55,7 +56,20 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
             f"  rows {totals.get('rows', 0):,}  progress {100 * float(j.get('progress') or 0):.0f}%"
             f"  started {j.get('started_at')}  elapsed {j.get('elapsed', '-')} s"
         )
-        print(line)
+        print(shown(j, line))
         if j.get("error"):
-            print(f"    error: {j['error']}")
+            print(shown(j, f"    error: {j['error']}"))
     return EXIT_OK
+
+
+def shown(job: Any, text: str) -> str:
+    """Text about job documents, without the secrets any of them hold: documents written before
+    passwords were redacted keep `source.dsn` verbatim, and an old error may quote it."""
+    docs = job if isinstance(job, list) else [job]
+    conns = []
+    for d in docs:
+        conns += [
+            str((d.get("source") or {}).get("dsn") or ""),
+            str((d.get("target") or {}).get("uri") or ""),
+        ]
+    return scrub_known(scrub_for(text, *filter(None, conns)))

@@ -25,6 +25,7 @@ from parallelsync.job.progress import Progress
 from parallelsync.job.resume import ResumeStart, catch_up, fingerprint, start_resume
 from parallelsync.job.schedule import Scheduler
 from parallelsync.job.state import AbortFlag, RangeState, Result, new_job_id
+from parallelsync.redact import scrub_known
 from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
 from parallelsync.targets import Target, open_target
 from parallelsync.targets.base import JobStore, NullJobs, temp_name
@@ -37,7 +38,7 @@ STATS_INTERVAL_S = 2.0
 
 
 def stderr_log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(scrub_known(msg), file=sys.stderr, flush=True)
 
 
 @dataclass
