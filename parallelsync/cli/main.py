@@ -25,6 +25,7 @@ COMMANDS = {
     "plan": "show the key ranges a copy would use, with estimated rows",
     "verify": "compare a target collection with the source now (counts and checksums per range)",
     "status": "list the job documents of a target, newest first",
+    "slot": "list the source's logical replication slots and the WAL each retains, or drop one",
 }
 
 
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        if name == "slot":
+            _add_slot_actions(p)
+            continue
         _add_options(p, name)
         if name == "status":
             p.add_argument("--job", help="show this job's whole document")
@@ -71,6 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
                 "--limit", type=int, default=10, help="how many jobs to list (default 10)"
             )
     return parser
+
+
+def _add_slot_actions(p: argparse.ArgumentParser) -> None:
+    # The options go on each action's parser only: argparse lets a sub-parser's defaults
+    # overwrite values its parent parsed.
+    actions = p.add_subparsers(
+        dest="slot_action", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    for action, help_text in (
+        (
+            "list",
+            "every logical slot: plugin, active, retained WAL, confirmed_flush_lsn, publication",
+        ),
+        ("drop", "drop an inactive slot and the publication parallelsync created under its name"),
+    ):
+        a = actions.add_parser(action, help=help_text, description=help_text, allow_abbrev=False)
+        if action == "drop":
+            a.add_argument("slot_name", metavar="NAME", help="the slot to drop")
+        _add_options(a, "slot")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -84,6 +107,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from parallelsync.cli.status import run_status
 
         return run_status(cli, as_json=args.json)
+    if args.command == "slot":
+        from parallelsync.cli.slot import run_slot
+
+        return run_slot(cli, as_json=args.json)
     from parallelsync.cli import commands
 
     cfg = build_config(args.command, cli)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from parallelsync.cdc.changed_rows import emit_changed_rows
 from parallelsync.cdc.publication import drop_publication, ensure_publication
-from parallelsync.cdc.slots import advance_slot
+from parallelsync.cdc.slots import advance_slot, report_idle_slots
 from parallelsync.config import CopyConfig
 from parallelsync.errors import Aborted, ParallelSyncError, TargetError
 from parallelsync.job import hooks, jobdoc
@@ -180,6 +180,10 @@ class CopyJob:
         """Lock the target, then either resume the job named by --resume or start a new one."""
         cfg = self.cfg
         job = target.find_job(cfg.resume) if cfg.resume else None
+        # Leftover slots hold WAL back on the source: say so (a resumed job's own slot is used).
+        report_idle_slots(
+            cfg.source, self.log, keep=((job or {}).get("snapshot") or {}).get("slot")
+        )
         if job is not None:
             run.job_id, run.temp = str(job["_id"]), str(job["target"]["temp"])
         target.lock(run.job_id, resume=job is not None)

@@ -59,7 +59,7 @@ def preflight(cfg: CopyConfig) -> Prepared:
                 raise SourceError(
                     f"replication slot {cfg.slot!r} already exists: another job or consumer "
                     "uses it; choose another --slot, or drop the abandoned one with "
-                    f"SELECT pg_drop_replication_slot('{cfg.slot}')"
+                    f"parallelsync slot drop {cfg.slot} --source DSN"
                 )
     return Prepared(table, proj)
 
