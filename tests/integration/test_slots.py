@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,8 @@ import psycopg
 import pytest
 from pymongo.database import Database
 
+from parallelsync.errors import LockedError
+from parallelsync.targets.mongodb.lease import Lease
 from tests.hooks import HOLD_DIR_ENV
 from tests.integration.cli_helpers import Run, copy_args, run_cli
 from tests.servers import PASSWORD_ROLE, PASSWORD_ROLE_PASSWORD, PgServer
@@ -356,3 +359,28 @@ def test_of_two_resumes_of_a_dead_job_the_refused_one_leaves_the_live_one_intact
     assert s2 is not None and s2["lsn"] == out["consistent_lsn"]
     final = mongo_db.parallelsync_jobs.find_one({"_id": job["_id"]})
     assert final is not None and final["status"] == "FINISHED" and final["resumes"] == 1
+
+
+def test_two_resumes_racing_past_the_owner_check_take_the_lease_once(
+    mongo_db: Database[Any],
+) -> None:
+    """Both resumes see the dead owner before either takes the lease: only the first gets it
+    (it must match the dead owner's token), the second is refused."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    coll = mongo_db.parallelsync_locks
+    ns, job_id = f"{mongo_db.name}.items", "20260101T000000_dead01"
+    now = dt.datetime.now(dt.UTC)
+    coll.insert_one(
+        {"_id": ns, "job_id": job_id, "owner": f"{socket.gethostname()}:{gone.stdout.strip()}",
+         "token": 7, "expires_at": now + dt.timedelta(seconds=60)}
+    )  # fmt: skip
+    first, second = Lease(coll, ns, job_id), Lease(coll, ns, job_id)
+    seen = [first.dead_owner_token(now), second.dead_owner_token(now)]
+    assert seen == [7, 7]
+    assert first.take(now, 60, mine={"job_id": job_id, "token": 7}) == 8
+    with pytest.raises(LockedError, match=f"is locked by job {job_id}"):
+        second.take(now, 60, mine={"job_id": job_id, "token": 7})
+    lease = coll.find_one({"_id": ns})
+    assert lease is not None and lease["token"] == 8
+    assert first.renew() and not second.renew()
