@@ -170,11 +170,6 @@ def forget_all() -> None:
     _KNOWN.clear()
 
 
-def dsn_password(dsn: str) -> str | None:
-    secrets = _libpq_secrets(dsn)
-    return secrets[0] if secrets else None
-
-
 def uri_needs_encoding(conn: str) -> bool:
     """The user info holds a character libpq or pymongo cannot read raw ('/', '@', or a '%'
     that starts no percent-escape): a failed connection then gets a hint to encode it."""
