@@ -8,6 +8,8 @@ processes can send them to the coordinator.
 
 from __future__ import annotations
 
+from parallelsync.redact import scrub_known
+
 # Exit codes. Distinct per failure family so scripts can tell "fix your input" from "try again".
 EXIT_OK = 0
 EXIT_FAILED = 1  # the copy failed (data, server or internal error); target untouched
@@ -27,6 +29,8 @@ class ParallelSyncError(Exception):
     transient: bool = False
 
     def __init__(self, message: str) -> None:
+        # No secret in any message, whatever a driver put into it (redact.py).
+        message = scrub_known(message)
         super().__init__(message)
         self.message = message
 
@@ -103,7 +107,7 @@ class InternalError(ParallelSyncError):
 
     def __init__(self, message: str, details: str = "") -> None:
         super().__init__(message)
-        self.details = details
+        self.details = scrub_known(details)
 
     def __reduce__(self) -> tuple[type[ParallelSyncError], tuple[str, str]]:  # type: ignore[override]
         return (type(self), (self.message, self.details))

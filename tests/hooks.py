@@ -87,3 +87,21 @@ def skip_first_range(states: list[Any], **_: Any) -> None:
     only a count of the snapshot itself can tell that rows are missing."""
     st = min(states, key=lambda s: s.rng.id)
     st.query = st.query.replace(") TO STDOUT", " AND false) TO STDOUT")
+
+
+# A directory the test and the held job share: the job writes `reached` when it gets to the hook
+# and waits there until the test creates `release`.
+HOLD_DIR_ENV = "PARALLELSYNC_TEST_HOLD_DIR"
+# Generous: a test that never releases the job must fail, not hang the suite.
+HOLD_DEADLINE_S = 600.0
+
+
+def hold_until_released(**_: Any) -> None:
+    """Keep the job at this point (lease held, slot and temp in place) until the test says go."""
+    directory = Path(os.environ[HOLD_DIR_ENV])
+    (directory / "reached").write_text(str(os.getpid()))
+    deadline = time.monotonic() + HOLD_DEADLINE_S
+    while not (directory / "release").exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the test never released the job held at {directory}")
+        time.sleep(0.05)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import psycopg
 from psycopg import sql
 
 from parallelsync.errors import SourceError
 from parallelsync.source.catalog import TableInfo
 from parallelsync.source.connect import connect
+
+# The start of the comment on every publication parallelsync creates.
+PUBLICATION_MARK = "created by parallelsync for replication slot"
 
 
 def ensure_publication(dsn: str, table: TableInfo, name: str) -> bool:
@@ -26,6 +31,13 @@ def ensure_publication(dsn: str, table: TableInfo, name: str) -> bool:
             )
         except psycopg.Error:
             return False
+        # The mark lets `slot drop` tell our publication from a user's of the same name.
+        with contextlib.suppress(psycopg.Error):  # unmarked, it is only never dropped by us
+            conn.execute(
+                sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(f"{PUBLICATION_MARK} {name}")
+                )
+            )
     return True
 
 

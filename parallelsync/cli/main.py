@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from parallelsync import __version__
 from parallelsync.cli.output import print_traceback
 from parallelsync.config import build_config, options_for
 from parallelsync.errors import EXIT_FAILED, EXIT_USAGE, ParallelSyncError, UsageError
+from parallelsync.redact import remember, scrub_known
 
 COMMANDS = {
     "copy": "copy a table into a collection (one snapshot, N workers, atomic swap)",
@@ -24,6 +26,7 @@ COMMANDS = {
     "verify": "compare a target collection with the source now (counts and checksums per range)",
     "status": "list the job documents of a target, newest first",
     "demo": "run the main job end to end on throwaway PostgreSQL and SecantusDB servers",
+    "slot": "list the source's logical replication slots and the WAL each retains, or drop one",
 }
 
 
@@ -84,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "demo":
             _add_demo_options(p)
             continue
+        if name == "slot":
+            _add_slot_actions(p)
+            continue
         _add_options(p, name)
         if name == "status":
             p.add_argument("--job", help="show this job's whole document")
@@ -93,12 +99,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_slot_actions(p: argparse.ArgumentParser) -> None:
+    # The options go on each action's parser only: argparse lets a sub-parser's defaults
+    # overwrite values its parent parsed.
+    actions = p.add_subparsers(
+        dest="slot_action", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    for action, help_text in (
+        (
+            "list",
+            "every logical slot: plugin, active, retained WAL, confirmed_flush_lsn, publication",
+        ),
+        ("drop", "drop an inactive slot and the publication parallelsync created under its name"),
+    ):
+        a = actions.add_parser(action, help=help_text, description=help_text, allow_abbrev=False)
+        if action == "drop":
+            a.add_argument("slot_name", metavar="NAME", help="the slot to drop")
+        _add_options(a, "slot")
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from parallelsync.config.build import unknown_variables
 
     for warning in unknown_variables(os.environ):
         print(f"parallelsync: warning: {warning}", file=sys.stderr)
     cli = vars(args)
+    # Known before anything connects, so no message can show their secrets (redact.py).
+    remember(cli.get("source"), cli.get("target"))
+    remember(os.environ.get("PARALLELSYNC_SOURCE"), os.environ.get("PARALLELSYNC_TARGET"))
     if cli.get("config") is None:
         cli["config"] = os.environ.get("PARALLELSYNC_CONFIG")
     if args.command == "demo":
@@ -109,6 +137,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from parallelsync.cli.status import run_status
 
         return run_status(cli, as_json=args.json)
+    if args.command == "slot":
+        from parallelsync.cli.slot import run_slot
+
+        return run_slot(cli, as_json=args.json)
     from parallelsync.cli import commands
 
     cfg = build_config(args.command, cli)
@@ -116,8 +148,22 @@ def _dispatch(args: argparse.Namespace) -> int:
     return run[args.command](cfg, as_json=args.json, debug=args.debug)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    # Driver warnings can quote a connection string too (pymongo's about URI options).
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    (file or sys.stderr).write(scrub_known(text))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     debug = "--debug" in args_list
     try:
         parser = build_parser()
@@ -144,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             print_traceback(exc)
         print(
-            f"parallelsync: internal error: {exc!r} (run with --debug for the traceback)",
+            f"parallelsync: internal error: {scrub_known(repr(exc))} "
+            "(run with --debug for the traceback)",
             file=sys.stderr,
         )
         return EXIT_FAILED

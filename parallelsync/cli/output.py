@@ -10,6 +10,7 @@ from typing import Any
 from parallelsync.errors import InternalError
 from parallelsync.job.progress import human
 from parallelsync.job.state import Result
+from parallelsync.redact import scrub_known
 
 
 def print_json(obj: Any) -> None:
@@ -17,7 +18,8 @@ def print_json(obj: Any) -> None:
 
 
 def print_traceback(exc: BaseException) -> None:
-    traceback.print_exception(exc, file=sys.stderr)
+    # A traceback quotes exception messages, driver ones included: scrubbed like every message.
+    print(scrub_known("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
     if isinstance(exc, InternalError) and exc.details:
         print(f"in the worker process:\n{exc.details}", file=sys.stderr)
 

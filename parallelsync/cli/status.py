@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from parallelsync.config import load_file, merge, options_for
 from parallelsync.errors import EXIT_OK, UsageError
+from parallelsync.redact import scrub_for, scrub_known
 from parallelsync.targets.mongodb.client import connect
+
+if TYPE_CHECKING:
+    from parallelsync.cdc.slots import SlotInfo
 
 STATUS_OPTIONS = options_for("status")
 _NAMES = {o.name for o in STATUS_OPTIONS}
@@ -17,7 +21,7 @@ _NAMES = {o.name for o in STATUS_OPTIONS}
 SUMMARY_FIELDS = {
     "_id": 1, "status": 1, "target": 1, "source.table": 1, "source.schema": 1, "totals": 1,
     "progress": 1, "started_at": 1, "finished_at": 1, "elapsed": 1, "error": 1, "workers": 1,
-    "snapshot.consistent_lsn": 1,
+    "snapshot.consistent_lsn": 1, "snapshot.slot": 1, "abandoned_slot": 1, "source.dsn": 1,
 }  # fmt: skip
 
 
@@ -33,7 +37,7 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
             job = coll.find_one({"_id": cli["job"]})
             if job is None:
                 raise UsageError(f"no job {cli['job']} in {values['db']}.{coll.name}")
-            print(json.dumps(job, default=str, indent=None if as_json else 2))
+            print(shown(job, json.dumps(job, default=str, indent=None if as_json else 2)))
             return EXIT_OK
         query: dict[str, Any] = {}
         if values["collection"]:
@@ -42,8 +46,13 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
         jobs = list(coll.find(query, SUMMARY_FIELDS).sort("started_at", -1).limit(limit))
     finally:
         client.close()
+    states = slot_states(values["source"], filter(None, map(job_slot, jobs)))
     if as_json:
-        print(json.dumps(jobs, default=str))
+        for j in jobs:
+            if values["source"] and job_slot(j):
+                state = states.get(job_slot(j) or "")
+                j["slot_state"] = state.as_json() if state else {"exists": False}
+        print(shown(jobs, json.dumps(jobs, default=str)))
         return EXIT_OK
     if not jobs:
         print(f"no jobs in {values['db']}.{values['stats_collection']}")
@@ -55,7 +64,60 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
             f"  rows {totals.get('rows', 0):,}  progress {100 * float(j.get('progress') or 0):.0f}%"
             f"  started {j.get('started_at')}  elapsed {j.get('elapsed', '-')} s"
         )
-        print(line)
+        print(shown(j, line))
         if j.get("error"):
-            print(f"    error: {j['error']}")
+            print(shown(j, f"    error: {j['error']}"))
+        slot = job_slot(j)
+        if slot:
+            print(f"    {slot_line(j, slot, states, values['source'])}")
     return EXIT_OK
+
+
+def job_slot(job: Mapping[str, Any]) -> str | None:
+    slot = (job.get("snapshot") or {}).get("slot") or job.get("abandoned_slot")
+    return str(slot) if slot else None
+
+
+def slot_states(dsn: str | None, names: Iterable[str]) -> dict[str, SlotInfo]:
+    if not dsn:
+        return {}
+    from parallelsync.cdc.slots import slot_states as states
+
+    return states(dsn, names)
+
+
+def slot_line(
+    job: Mapping[str, Any], slot: str, states: dict[str, SlotInfo], dsn: str | None
+) -> str:
+    if not dsn:
+        return f"slot {slot} (status --source DSN shows the WAL it retains)"
+    state = states.get(slot)
+    if state is None:
+        return f"slot {slot}: no longer exists on the source"
+    if state.active:
+        return f"slot {slot}: active (pid {state.active_pid}), retains {state.retained} of WAL"
+    if state.held_by is not None:
+        return (
+            f"slot {slot}: held by a running copy (pid {state.held_by}), "
+            f"retains {state.retained} of WAL"
+        )
+    line = f"slot {slot}: inactive, retains {state.retained} of WAL"
+    if job.get("status") != "FINISHED":
+        # A finished job's slot is kept for change capture; any other job's only holds WAL back.
+        from parallelsync.cdc.slots import drop_command
+
+        line += f"; if no consumer needs it: {drop_command(slot, dsn)}"
+    return line
+
+
+def shown(job: Any, text: str) -> str:
+    """Text about job documents, without the secrets any of them hold: documents written before
+    passwords were redacted keep `source.dsn` verbatim, and an old error may quote it."""
+    docs = job if isinstance(job, list) else [job]
+    conns = []
+    for d in docs:
+        conns += [
+            str((d.get("source") or {}).get("dsn") or ""),
+            str((d.get("target") or {}).get("uri") or ""),
+        ]
+    return scrub_known(scrub_for(text, *filter(None, conns)))

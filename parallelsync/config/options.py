@@ -21,7 +21,7 @@ from typing import Any
 DEFAULT_BATCH_ROWS = 10_000
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 
-COPY, PLAN, VERIFY, STATUS = "copy", "plan", "verify", "status"
+COPY, PLAN, VERIFY, STATUS, SLOT = "copy", "plan", "verify", "status", "slot"
 READS = frozenset({COPY, PLAN, VERIFY})  # commands that read the source table
 WRITES = frozenset({COPY, VERIFY})  # commands that run workers and produce documents
 TARGETS = frozenset({COPY, VERIFY, STATUS})  # commands that talk to the target
@@ -52,7 +52,7 @@ OPTIONS: tuple[Option, ...] = (
         str,
         None,
         "PostgreSQL DSN (URI or key=value); the password may come from PGPASSWORD or ~/.pgpass",
-        READS,
+        READS | {STATUS, SLOT},  # status: optional, to show the jobs' slots
     ),
     Option(
         "table", str, None, "source table as [schema.]table; quote mixed case: '\"Orders\"'", READS

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from parallelsync.cdc.changed_rows import emit_changed_rows
 from parallelsync.cdc.publication import drop_publication, ensure_publication
-from parallelsync.cdc.slots import advance_slot
+from parallelsync.cdc.slots import advance_slot, report_idle_slots
 from parallelsync.config import CopyConfig
 from parallelsync.errors import Aborted, ParallelSyncError, TargetError, UsageError
 from parallelsync.job import hooks, jobdoc
@@ -37,6 +37,7 @@ from parallelsync.job.resume import (
 )
 from parallelsync.job.schedule import Scheduler
 from parallelsync.job.state import AbortFlag, RangeState, Result, new_job_id
+from parallelsync.redact import scrub_known
 from parallelsync.source.guard import SnapshotGuard
 from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
 from parallelsync.targets import Target, open_target
@@ -62,7 +63,7 @@ def refuse_empty(target: Target) -> None:
 
 
 def stderr_log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(scrub_known(msg), file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -226,6 +227,10 @@ class CopyJob:
         """Lock the target, then either resume the job named by --resume or start a new one."""
         cfg = self.cfg
         job = target.find_job(cfg.resume) if cfg.resume else None
+        # Leftover slots hold WAL back on the source: say so (a resumed job's own slot is used).
+        report_idle_slots(
+            cfg.source, self.log, keep=((job or {}).get("snapshot") or {}).get("slot")
+        )
         if job is not None:
             check_resume(cfg, prepared, target, job)
             run.job_id, run.temp = str(job["_id"]), str(job["target"]["temp"])

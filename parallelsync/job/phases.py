@@ -63,7 +63,10 @@ def _stderr(msg: str) -> None:
 def preflight(cfg: CopyConfig, log: Callable[[str], None] = _stderr) -> Prepared:
     """Check every input against the source before anything is written anywhere."""
     if cfg.command != "plan":
-        check_target(cfg.target, cfg.db)
+        check_target(
+            cfg.target, cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection,
+            changed_rows_collection=cfg.changed_rows_collection,
+        )  # fmt: skip
     if cfg.slot:
         check_slot_name(cfg.slot)
     with connect(cfg.source, autocommit=True) as pg:
@@ -85,7 +88,7 @@ def preflight(cfg: CopyConfig, log: Callable[[str], None] = _stderr) -> Prepared
                 raise SourceError(
                     f"replication slot {cfg.slot!r} already exists: another job or consumer "
                     "uses it; choose another --slot, or drop the abandoned one with "
-                    f"SELECT pg_drop_replication_slot('{cfg.slot}')"
+                    f"parallelsync slot drop {cfg.slot} --source DSN"
                 )
         extra = VERIFY_EXTRA if cfg.command == "verify" else COPY_EXTRA
         workers, note = cap_workers(connection_capacity(pg), cfg.workers, extra)

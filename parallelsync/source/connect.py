@@ -8,22 +8,33 @@ import psycopg
 from psycopg import sql
 
 from parallelsync.errors import SourceConnectionLost, SourceError, UsageError
-from parallelsync.redact import dsn_password, redact_dsn, scrub
+from parallelsync.redact import redact_dsn, remember, scrub_for, uri_needs_encoding
 
 # Fail a wrong host fast instead of waiting for the OS's TCP timeout.
 CONNECT_TIMEOUT_S = 15
 
 
+# libpq ends the user info at the first '@' and a '/' before it ends the authority, so a raw '/'
+# or '@' in a URI's password sends the connection to a wrong host, port or database.
+ENCODING_HINT = (
+    "; the password in the URI holds a '/', '@' or '%' that libpq cannot read as written: "
+    "percent-encode it (/ as %2F, @ as %40, % as %25), or give it in PGPASSWORD or ~/.pgpass"
+)
+
+
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     kwargs.setdefault("application_name", "parallelsync")
+    remember(dsn)
     try:
         return psycopg.connect(dsn, **kwargs)
     except psycopg.ProgrammingError as exc:  # a malformed conninfo string
-        raise UsageError(f"invalid PostgreSQL DSN {redact_dsn(dsn)}: {clean(exc, dsn)}") from None
+        raise UsageError(
+            f"invalid PostgreSQL DSN {redact_dsn(dsn)}: {clean(exc, dsn)}{_hint(dsn)}"
+        ) from None
     except psycopg.OperationalError as exc:
         raise SourceError(
-            f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {clean(exc, dsn)}"
+            f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {clean(exc, dsn)}{_hint(dsn)}"
         ) from None
 
 
@@ -40,9 +51,13 @@ def execute(
     return conn.execute(query, params, prepare=True)
 
 
+def _hint(dsn: str) -> str:
+    return ENCODING_HINT if uri_needs_encoding(dsn) else ""
+
+
 def clean(exc: BaseException, dsn: str) -> str:
     """The server's message without secrets and without libpq's multi-line noise."""
-    text = scrub(str(exc), dsn_password(dsn)).strip()
+    text = scrub_for(str(exc), dsn).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return "; ".join(lines[:3]) if lines else type(exc).__name__
 

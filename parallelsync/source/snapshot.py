@@ -22,6 +22,15 @@ from parallelsync.source.connect import clean, connect
 SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 
 
+# application_name is cut to 63 bytes (NAMEDATALEN - 1); readers compare the same prefix.
+HOLDER_APP_PREFIX = "parallelsync slot "
+APP_NAME_MAX = 63
+
+
+def holder_application_name(slot: str) -> str:
+    return (HOLDER_APP_PREFIX + slot)[:APP_NAME_MAX]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     name: str
@@ -70,7 +79,10 @@ class SnapshotHolder:
             self._conn = conn
             self.snapshot = Snapshot(str(row[0]), None, None)
             return self.snapshot
-        conn = connect(self._dsn, autocommit=True, replication="database")
+        # While it holds the exported snapshot the slot shows as inactive; this name tells
+        # `slot list`, `slot drop` and other copies' preflight that a live copy holds it.
+        app = holder_application_name(self._slot)
+        conn = connect(self._dsn, autocommit=True, replication="database", application_name=app)
         try:
             cur = conn.execute(
                 sql.SQL("CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput (SNAPSHOT 'export')").format(
@@ -83,7 +95,7 @@ class SnapshotHolder:
             raise SourceError(
                 f"replication slot {self._slot!r} already exists: another job or consumer uses it; "
                 "choose another --slot, or drop the old one with "
-                f"SELECT pg_drop_replication_slot('{self._slot}') if it is abandoned"
+                f"parallelsync slot drop {self._slot} --source DSN if it is abandoned"
             ) from None
         except psycopg.Error as exc:
             conn.close()

@@ -8,7 +8,14 @@
 from __future__ import annotations
 
 from parallelsync.errors import UsageError
-from parallelsync.targets.base import Sink, SinkSpec, Target
+from parallelsync.targets.base import (
+    DEFAULT_STATS_COLLECTION,
+    LOCK_COLLECTION,
+    TEMP_MARKER,
+    Sink,
+    SinkSpec,
+    Target,
+)
 
 
 def kind_of(uri: str) -> str:
@@ -19,10 +26,65 @@ def kind_of(uri: str) -> str:
     return "mongodb"
 
 
-def check_target(uri: str, db: str | None) -> None:
-    """What can be checked about the target without connecting (before anything runs)."""
-    if kind_of(uri) == "mongodb" and not db:
+def check_target(
+    uri: str,
+    db: str | None,
+    *,
+    collection: str = "",
+    stats_collection: str = DEFAULT_STATS_COLLECTION,
+    changed_rows_collection: str | None = None,
+) -> None:
+    """What can be checked about the target without connecting (before anything runs).
+
+    In MongoDB the tool's own collections share the target database, so a run must never write
+    into them: a target named like the lease collection would replace every target's lease, one
+    named like the job history would replace it, and temp-marked names are dropped as dead jobs'
+    leftovers by the next run."""
+    if kind_of(uri) != "mongodb":
+        return
+    if not db:
         raise UsageError("--db is required: the target database name")
+    names = [("--collection", collection), ("--stats-collection", stats_collection)]
+    if changed_rows_collection is not None:
+        names.append(("--changed-rows-collection", changed_rows_collection))
+    for flag, name in names:
+        _check_name(flag, name)
+    jobs_names = {stats_collection, DEFAULT_STATS_COLLECTION}
+    if collection in jobs_names:
+        raise UsageError(
+            f"--collection {collection} is where parallelsync keeps its job documents "
+            f"(--stats-collection); choose another --collection"
+        )
+    if changed_rows_collection is None:
+        return
+    if changed_rows_collection == collection:
+        raise UsageError(
+            f"--changed-rows-collection {collection} is the target collection: the change "
+            "documents would land among the copied rows; choose another --changed-rows-collection"
+        )
+    if changed_rows_collection in jobs_names:
+        raise UsageError(
+            f"--changed-rows-collection {changed_rows_collection} is where parallelsync keeps "
+            "its job documents; choose another --changed-rows-collection"
+        )
+
+
+def _check_name(flag: str, name: str) -> None:
+    if name == LOCK_COLLECTION:
+        raise UsageError(
+            f"{flag} {name} is where parallelsync keeps its target leases (every run's lock); "
+            f"choose another {flag}"
+        )
+    if TEMP_MARKER in name:
+        raise UsageError(
+            f"{flag} {name} contains {TEMP_MARKER!r}, which marks parallelsync's temp "
+            f"collections (a later run would drop it as a dead job's leftover); choose another "
+            f"{flag}"
+        )
+    if name.startswith("system."):
+        raise UsageError(
+            f"{flag} {name}: names starting with 'system.' belong to MongoDB; choose another {flag}"
+        )
 
 
 def open_target(uri: str, *, db: str, collection: str, stats_collection: str) -> Target:

@@ -25,6 +25,10 @@ Log = Callable[[str], None]
 # Temp collections (and the file target's temp parts) are named `<collection>__psync_tmp_<job>`:
 # a run that holds the target's lock knows every other name with this prefix is a dead job's.
 TEMP_MARKER = "__psync_tmp_"
+# The tool's own collections in the target database: one lease per target (every run's lock) and
+# the default home of job documents. Neither may ever be a run's target.
+LOCK_COLLECTION = "parallelsync_locks"
+DEFAULT_STATS_COLLECTION = "parallelsync_jobs"
 
 
 def temp_name(collection: str, job_id: str) -> str:

@@ -8,7 +8,7 @@ from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
 
 from parallelsync.errors import TargetError, TargetUnavailable, UsageError
-from parallelsync.redact import redact_uri
+from parallelsync.redact import redact_uri, remember, scrub_for, split_userinfo
 
 # Long enough for a replica-set election, short enough that a wrong host fails the preflight fast.
 SERVER_SELECTION_MS = 15_000
@@ -17,6 +17,7 @@ SERVER_SELECTION_MS = 15_000
 def connect(uri: str, *, timeout_ms: int = SERVER_SELECTION_MS, **kwargs: Any) -> MongoClient[Any]:
     """A client that has answered `ping`; TLS and auth options pass through the URI."""
     shown = redact_uri(uri)
+    remember(uri)
     if "serverselectiontimeoutms" in uri.lower():
         timeout_ms = int(uri.lower().split("serverselectiontimeoutms=")[1].split("&")[0])
     else:
@@ -24,20 +25,26 @@ def connect(uri: str, *, timeout_ms: int = SERVER_SELECTION_MS, **kwargs: Any) -
     try:
         client: MongoClient[Any] = MongoClient(uri, **kwargs)
     except (InvalidURI, ConfigurationError, ValueError) as exc:
-        raise UsageError(f"invalid MongoDB URI {shown}: {exc}") from None
+        info = split_userinfo(uri)
+        hint = (
+            "; percent-encode the user name and password (urllib.parse.quote_plus)"
+            if info is not None and info.password is not None
+            else ""
+        )
+        raise UsageError(f"invalid MongoDB URI {shown}: {scrub_for(str(exc), uri)}{hint}") from None
     try:
         client.admin.command("ping")
     except OperationFailure as exc:
         client.close()
+        reason = str((exc.details and exc.details.get("errmsg")) or exc)
         raise TargetError(
-            f"MongoDB at {shown} refused the connection: "
-            f"{(exc.details and exc.details.get('errmsg')) or exc}"
+            f"MongoDB at {shown} refused the connection: {scrub_for(reason, uri)}"
         ) from None
     except PyMongoError as exc:
         client.close()
         raise TargetUnavailable(
-            f"cannot reach MongoDB at {shown} within {timeout_ms // 1000} s: {_first_line(exc)}; "
-            "check the host, port and network"
+            f"cannot reach MongoDB at {shown} within {timeout_ms // 1000} s: "
+            f"{scrub_for(_first_line(exc), uri)}; check the host, port and network"
         ) from None
     return client
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo.collection import Collection
@@ -78,22 +79,40 @@ def find_job(stats: Collection[Any], spec: str, db: str, collection: str) -> dic
     return dict(job)
 
 
-def mark_abandoned(stats: Collection[Any], db: str, collection: str, job_id: str) -> None:
+@dataclass(frozen=True)
+class Abandoned:
+    """A dead coordinator's job, and the replication slot it left on the source (if any)."""
+
+    job_id: str
+    slot: str | None
+    publication: str | None
+
+
+def mark_abandoned(
+    stats: Collection[Any], db: str, collection: str, job_id: str
+) -> list[Abandoned]:
     """Job documents of this target still saying RUNNING belong to dead coordinators (the caller
-    holds the target's lease); their temp collections are gone, so they cannot be resumed."""
+    holds the target's lease); their temp collections are gone, so they cannot be resumed. Their
+    slots are not dropped here (the target knows no source): each is named in the job document
+    (`abandoned_slot`) and returned for the caller to report."""
+    found: list[Abandoned] = []
     with contextlib.suppress(PyMongoError):
-        stats.update_many(
-            {
-                "target.db": db,
-                "target.collection": collection,
-                "status": RUNNING,
-                "_id": {"$ne": job_id},
-            },
-            {
-                "$set": {
-                    "status": FAILED,
-                    "error": f"abandoned: its coordinator died; job {job_id} took over the target",
-                    "finished_at": utcnow(),
-                }
-            },
-        )
+        query = {
+            "target.db": db,
+            "target.collection": collection,
+            "status": RUNNING,
+            "_id": {"$ne": job_id},
+        }
+        for doc in stats.find(query, {"snapshot.slot": 1, "publication": 1}):
+            slot = (doc.get("snapshot") or {}).get("slot")
+            fields: dict[str, Any] = {
+                "status": FAILED,
+                "error": f"abandoned: its coordinator died; job {job_id} took over the target",
+                "finished_at": utcnow(),
+            }
+            if slot:
+                fields["abandoned_slot"] = slot
+            res = stats.update_one({"_id": doc["_id"], "status": RUNNING}, {"$set": fields})
+            if res.modified_count:
+                found.append(Abandoned(str(doc["_id"]), slot, doc.get("publication")))
+    return found

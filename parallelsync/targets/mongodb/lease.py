@@ -58,14 +58,23 @@ class Lease:
 
     def acquire(self, seconds: float = LEASE_SECONDS, *, resume: bool = False) -> int:
         now = dt.datetime.now(dt.UTC)
-        if resume:
-            self._check_owner_dead(now)
+        if not resume:
+            return self.take(now, seconds, mine={"job_id": self.job_id})
+        # A resumed job reuses its job id: take the lease only as the dead owner left it (its
+        # token), so of two resumes racing past the check only the first gets it.
+        token = self.dead_owner_token(now)
+        return self.take(now, seconds, mine=None if token is None else {
+            "job_id": self.job_id, "token": token,
+        })  # fmt: skip
+
+    def take(self, now: dt.datetime, seconds: float, *, mine: dict[str, Any] | None) -> int:
+        """One conditional upsert: no lease, an expired one, or (`mine`) the one we may re-take."""
+        takeable: list[dict[str, Any]] = [{"expires_at": {"$lt": now}}]
+        if mine is not None:
+            takeable.append(mine)
         try:
             doc = self._coll.find_one_and_update(
-                {
-                    "_id": self.namespace,
-                    "$or": [{"expires_at": {"$lt": now}}, {"job_id": self.job_id}],
-                },
+                {"_id": self.namespace, "$or": takeable},
                 {
                     "$set": {
                         "job_id": self.job_id,
@@ -92,20 +101,21 @@ class Lease:
         self.token = int(doc["token"])
         return self.token
 
-    def _check_owner_dead(self, now: dt.datetime) -> None:
-        """A resumed job reuses its job id, which the lease filter admits: make sure the job's
-        original coordinator is really gone before taking its lease back."""
+    def dead_owner_token(self, now: dt.datetime) -> int | None:
+        """A resumed job reuses its job id: make sure the job's original coordinator is really
+        gone before taking its lease back. Returns the token of a live-looking lease of this job
+        whose owner process is dead (None: no such lease; an expired one is taken as expired)."""
         held = self._coll.find_one({"_id": self.namespace})
         if not held or held.get("job_id") != self.job_id:
-            return
+            return None
         expires = held.get("expires_at")
         if expires is not None and expires.tzinfo is None:
             expires = expires.replace(tzinfo=dt.UTC)
         if expires is None or expires < now:
-            return
+            return None
         host, _, pid = str(held.get("owner", "")).rpartition(":")
         if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
-            return
+            return int(held.get("token", 0))
         where = "on this host" if host == socket.gethostname() else f"on {host}"
         raise LockedError(
             f"job {self.job_id} still holds the target lease {where} (owner {held.get('owner')}, "

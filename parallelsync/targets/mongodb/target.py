@@ -10,13 +10,19 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from parallelsync.errors import TargetError
-from parallelsync.targets.base import TEMP_MARKER, IdFilter, JobStore, Log, SinkSpec, TargetKind
+from parallelsync.targets.base import (
+    LOCK_COLLECTION,
+    TEMP_MARKER,
+    IdFilter,
+    JobStore,
+    Log,
+    SinkSpec,
+    TargetKind,
+)
 from parallelsync.targets.mongodb import digest, jobs, swap
 from parallelsync.targets.mongodb.client import connect
 from parallelsync.targets.mongodb.lease import Lease
 from parallelsync.transcode.checksum import Digest
-
-LOCK_COLLECTION = "parallelsync_locks"
 
 
 class MongoTarget:
@@ -65,7 +71,16 @@ class MongoTarget:
             if name.startswith(prefix) and name != keep:
                 swap.drop_quietly(self.db, name)
                 log(f"removed stale temp collection {name} left by an earlier run")
-        jobs.mark_abandoned(self.db[self.stats_collection], self.db.name, self.collection, job_id)
+        stats = self.db[self.stats_collection]
+        for dead in jobs.mark_abandoned(stats, self.db.name, self.collection, job_id):
+            if dead.slot:
+                also = f" and publication {dead.publication}" if dead.publication else ""
+                log(
+                    f"warning: job {dead.job_id} was abandoned (its coordinator died) and is "
+                    f"marked FAILED; it left replication slot {dead.slot}{also} on the source, "
+                    f"which keeps WAL until dropped: parallelsync slot drop {dead.slot} "
+                    "--source DSN"
+                )
 
     # ---------------------------------------------------------------- the temp collection
     def prepare(self, temp: str) -> None:
