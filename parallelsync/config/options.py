@@ -150,9 +150,10 @@ OPTIONS: tuple[Option, ...] = (
         "infinity",
         str,
         "clamp",
-        "±infinity dates/timestamps",
+        "±infinity dates/timestamps: clamp (to 0001-01-01 / 9999-12-31T23:59:59.999), "
+        "clamp-int64 (the int64 ms limits), null, string, error",
         WRITES,
-        choices=("clamp", "null", "string", "error"),
+        choices=("clamp", "clamp-int64", "null", "string", "error"),
     ),
     Option(
         "json_keys",

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from parallelsync import transcode
 from parallelsync.cdc.changed_rows import emit_changed_rows
 from parallelsync.cdc.publication import drop_publication, ensure_publication
 from parallelsync.cdc.slots import advance_slot, report_idle_slots
@@ -144,6 +145,7 @@ class CopyJob:
             result.job_id, result.ranges = run.job_id, len(states)
             consistent = run.resumed is None or run.resumed.exact
             result.extra["consistency"] = "snapshot" if consistent else "per-range"
+            result.extra["transcoder"] = transcode.IMPL
             result.consistent_lsn, result.slot, result.snapshot = (
                 snap.consistent_lsn, run.slot, snap.name,
             )  # fmt: skip

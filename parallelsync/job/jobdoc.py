@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parallelsync import transcode
 from parallelsync.config import CopyConfig
 from parallelsync.job.phases import Prepared
 from parallelsync.job.state import RangeState
@@ -41,6 +42,8 @@ def initial(
             "temp": temp,
         },
         "workers": cfg.workers,
+        # Which transcoder encoded the documents: "c" (the compiled kernel) or "python".
+        "transcoder": transcode.IMPL,
         "snapshot": {"name": snap.name, "consistent_lsn": snap.consistent_lsn, "slot": snap.slot},
         "plan": {"method": plan.method, "estimated_rows": plan.estimated_rows},
         "ranges": [s.doc() for s in states],

@@ -1,8 +1,9 @@
 """The worker processes of a job.
 
-A fresh Python process needs ~1.3 s of CPU before it can copy a row: importing psycopg, pymongo
-and numpy (~0.5 s) and loading the transcoder's kernels (~0.8 s with numba). Paid by every worker,
-that is 5 CPU-seconds for `--workers 4` on a 2-core machine, in a copy of a few million rows.
+A freshly spawned Python process needs ~0.65 s of CPU (~1 s of wall time here) before it can copy
+a row: importing psycopg, pymongo and numpy; the compiled transcoder then loads in milliseconds
+(measured, benchmarks/bench_impl.py). Paid by every worker, that is 2.6 CPU-seconds for
+`--workers 4` on a 2-core machine, in a copy of a few million rows.
 Where the platform has it (Linux, macOS), workers are therefore forked from a multiprocessing
 fork server that has loaded all of that once (`preload.py`): `prestart` launches it when the job
 starts, so it warms up while the coordinator makes the snapshot and the plan, and each worker is
