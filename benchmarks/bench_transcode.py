@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from parallelsync.transcode import DocumentEncoder, header_length
 from parallelsync.transcode.model import Codec, FieldNode, Layout
-from tests.unit import copy_helpers as h
+from tests.unit.transcode import copy_helpers as h
 
 SEVEN = ("int8", "int4", "float8", "text", "timestamptz", "bool", "uuid")
 NINE = (*SEVEN, "numeric", "jsonb")

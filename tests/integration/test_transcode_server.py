@@ -18,7 +18,7 @@ from psycopg import sql
 
 from parallelsync.transcode import header_length
 from parallelsync.transcode.model import Codec, EncodeOptions, FieldNode, Layout
-from tests.unit.transcode_support import DECODE, encode_with
+from tests.unit.transcode.support import DECODE, encode_with
 
 CLAMP_MIN_MS, CLAMP_MAX_MS = -62135596800000, 253402300799999
 

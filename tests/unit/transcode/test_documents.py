@@ -10,8 +10,8 @@ import pytest
 from parallelsync.errors import DocumentTooLarge, EncodeError
 from parallelsync.transcode import DocumentEncoder, header_length
 from parallelsync.transcode.model import Codec, DocNode, EncodeOptions, FieldNode, Layout
-from tests.unit import copy_helpers as h
-from tests.unit.transcode_support import DECODE, each_impl, encode_both, encode_with
+from tests.unit.transcode import copy_helpers as h
+from tests.unit.transcode.support import DECODE, each_impl, encode_both, encode_with
 
 
 def nested_layout(options: EncodeOptions | None = None) -> Layout:

@@ -18,7 +18,7 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from parallelsync.transcode import DocumentEncoder, EncodedBatch, header_length, stats
 from parallelsync.transcode.bson_writer import Buffer
 from parallelsync.transcode.model import Codec, EncodeOptions, FieldNode, Layout
-from tests.unit.copy_helpers import p_int4, stream
+from tests.unit.transcode.copy_helpers import p_int4, stream
 
 DECODE: CodecOptions[dict[str, Any]] = CodecOptions(
     datetime_conversion=DatetimeConversion.DATETIME_MS,

@@ -15,7 +15,7 @@ import parallelsync.transcode as transcode
 from parallelsync.errors import EncodeError
 from parallelsync.transcode import DocumentEncoder, impl
 from parallelsync.transcode.model import Codec, FieldNode, Layout
-from tests.unit import copy_helpers as h
+from tests.unit.transcode import copy_helpers as h
 
 REPO = Path(__file__).resolve().parents[2]
 # Makes the extension unimportable in a child process, as on a machine without a compiler.

@@ -17,8 +17,8 @@ from bson.int64 import Int64
 
 from parallelsync.errors import EncodeError
 from parallelsync.transcode.model import Codec, EncodeOptions
-from tests.unit import copy_helpers as h
-from tests.unit.transcode_support import value_doc, value_of
+from tests.unit.transcode import copy_helpers as h
+from tests.unit.transcode.support import value_doc, value_of
 
 EPOCH_MS = 946684800000
 

@@ -22,8 +22,8 @@ from parallelsync.transcode import impl
 from parallelsync.transcode.bson_writer import Buffer, Value
 from parallelsync.transcode.model import Codec, EncodeOptions
 from parallelsync.transcode.types import value_encoder
-from tests.unit import copy_helpers as h
-from tests.unit.transcode_support import encode_both, one_column_layout
+from tests.unit.transcode import copy_helpers as h
+from tests.unit.transcode.support import encode_both, one_column_layout
 
 kernel = impl.load_extension()
 

@@ -14,8 +14,8 @@ import pytest
 
 from parallelsync.transcode import DocumentEncoder
 from parallelsync.transcode.model import Codec, DocNode, EncodeOptions, FieldNode, Layout, Node
-from tests.unit import copy_helpers as h
-from tests.unit.transcode_support import DECODE, encode_with
+from tests.unit.transcode import copy_helpers as h
+from tests.unit.transcode.support import DECODE, encode_with
 
 Gen = Callable[[random.Random], bytes]
 
