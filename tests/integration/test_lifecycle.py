@@ -13,6 +13,8 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +46,39 @@ from tests.integration.test_faults import (
 # How long a late write gets to show itself: an insert a killed worker had already sent is run
 # by the server within milliseconds; 3 s covers a loaded test machine.
 LATE_WRITE_WINDOW_S = 3.0
+
+
+# The command line with workers spawned instead of forked from a fork server (the pool's choice
+# where a platform has no fork server, or if the fork server goes away), so the lifecycle holds
+# for children of the coordinator as well as for its grandchildren.
+SPAWN_MAIN = """
+import multiprocessing, sys
+import parallelsync.workers.pool as pool
+pool._context = lambda: multiprocessing.get_context("spawn")
+from parallelsync.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class SpawnCli(Cli):
+    """`Cli` with the workers spawned."""
+
+    def __init__(self, *args: str) -> None:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PARALLELSYNC_", "SLOTNAME"))
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SPAWN_MAIN, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+
+
+def start_cli(method: str, *args: str) -> Cli:
+    return SpawnCli(*args) if method == "spawn" else Cli(*args)
 
 
 @pytest.fixture
@@ -89,7 +124,9 @@ def range_statuses(job: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------- item 9: SIGKILL
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
 def test_sigkill_of_the_coordinator_leaves_no_process_backend_or_write(
+    method: str,
     pg_conn: psycopg.Connection[Any],
     pg_dsn: str,
     mongo_uri: str,
@@ -98,14 +135,17 @@ def test_sigkill_of_the_coordinator_leaves_no_process_backend_or_write(
 ) -> None:
     make_table(pg_conn)
     seed_target(mongo_db)
-    cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db, "--workers", "3"))
+    cli = start_cli(method, *copy_items(pg_dsn, mongo_uri, mongo_db, "--workers", "3"))
     cli_runs.append(cli)
     wait_for(lambda: temp_docs(mongo_db) >= 100, "the first documents", proc=cli)
     workers = wait_for(lambda: worker_pids(cli.pid), "worker processes", proc=cli)
-    # The fork server and multiprocessing's resource tracker (children of the coordinator).
+    # Multiprocessing's resource tracker and the fork server, or the spawned workers themselves
+    # (children of the coordinator).
     helpers = children(cli.pid)
     everything = set(workers) | set(helpers)
     assert len(everything) >= len(workers) + 1, (workers, helpers)
+    if method == "spawn":
+        assert set(workers) <= set(helpers)
     os.kill(cli.pid, signal.SIGKILL)
     cli.proc.wait(timeout=30)
 
@@ -169,8 +209,12 @@ def slow_inserts(client: MongoClient[Any], app: str, ms: int) -> Iterator[None]:
         client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
-@pytest.mark.parametrize("point", list(SIGTERM_POINTS))
+@pytest.mark.parametrize(
+    ("method", "point"),
+    [("forkserver", point) for point in SIGTERM_POINTS] + [("spawn", "1k_documents")],
+)
 def test_sigterm_mid_copy_leaves_no_temp_collection(
+    method: str,
     point: str,
     pg_conn: psycopg.Connection[Any],
     pg_dsn: str,
@@ -184,7 +228,7 @@ def test_sigterm_mid_copy_leaves_no_temp_collection(
     app = "psync_sigterm"
     args = copy_items(pg_dsn, f"{mongo_uri}?appName={app}", mongo_db, "--workers", "3")
     with slow_inserts(mongo_client, app, 1000):
-        cli = Cli(*args, "--batch-rows", "500")
+        cli = start_cli(method, *args, "--batch-rows", "500")
         cli_runs.append(cli)
         reached = SIGTERM_POINTS[point]
         wait_for(lambda: reached(mongo_db), point, proc=cli)
