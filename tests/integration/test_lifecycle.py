@@ -27,6 +27,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
+from tests.integration.cli_helpers import run_cli
 from tests.integration.test_faults import (
     Cli,
     assert_target_equals_source,
@@ -264,21 +265,26 @@ def test_a_failing_range_leaves_no_temp_collection_while_others_insert(
     pg_conn: psycopg.Connection[Any],
     pg_dsn: str,
     mongo_uri: str,
+    mongo_client: MongoClient[Any],
     mongo_db: Database[Any],
 ) -> None:
-    """The same on the FAILED path: a terminal error in one range while the others insert."""
+    """The same on the FAILED path: a terminal error in one range (the last one, 12 ranges of
+    ~333 rows, so the job document has recorded ranges in flight by then) while the other
+    workers have inserts in flight."""
     make_table_with_bad_row(pg_conn, 3900)
     before = seed_target(mongo_db)
-    from tests.integration.cli_helpers import run_cli
-
-    run = run_cli(*copy_items(pg_dsn, mongo_uri, mongo_db, "--workers", "3", "--infinity", "error"))
-    assert run.rc == 7, run.stderr
-    assert "_id 3900" in run.stderr
-    assert_target_untouched(mongo_db, before)
+    app = "psync_failing"
+    args = copy_items(pg_dsn, f"{mongo_uri}?appName={app}", mongo_db, "--workers", "3")
+    with slow_inserts(mongo_client, app, 1000):
+        run = run_cli(*args, "--batch-rows", "500", "--infinity", "error")
+        assert run.rc == 7, run.stderr
+        assert "_id 3900" in run.stderr
+        assert_target_untouched(mongo_db, before)
+        assert stays_absent(lambda: temp_names(mongo_db), LATE_WRITE_WINDOW_S) == []
     job = only_job(mongo_db)
     assert job["status"] == "FAILED"
-    assert stays_absent(lambda: temp_names(mongo_db), LATE_WRITE_WINDOW_S) == []
     assert "RUNNING" not in range_statuses(job), job["ranges"]
+    assert "FAILED" in range_statuses(job), job["ranges"]
 
 
 # ---------------------------------------------------------------- item 13: DDL and lock waits
@@ -330,13 +336,11 @@ def test_ddl_waiting_behind_the_copy_does_not_hang_a_retried_range(
     lock fails after --lock-timeout-seconds and is retried."""
     make_table(pg_conn)
     before = seed_target(mongo_db)
-    cli = Cli(
-        *copy_items(
-            pg_dsn, mongo_uri, mongo_db, "--lock-timeout-seconds", "3", "--max-attempts", "5"
-        )
-    )
+    # 16 ranges and an early ALTER: many ranges are left for the replacement worker to take.
+    args = copy_items(pg_dsn, mongo_uri, mongo_db, "--lock-timeout-seconds", "3")
+    cli = Cli(*args, "--max-attempts", "5", "--ranges-per-worker", "8")
     cli_runs.append(cli)
-    wait_for(lambda: temp_docs(mongo_db) >= 200, "the first documents", proc=cli)
+    wait_for(lambda: temp_docs(mongo_db) >= 50, "the first documents", proc=cli)
     alter = Statement(pg_dsn, ADD_COLUMN)
     try:
         wait_for(lambda: alter.waiting_for_a_lock(pg_conn), "the ALTER to wait", proc=cli)
