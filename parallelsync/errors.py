@@ -59,6 +59,13 @@ class SourceConnectionLost(SourceError):
     transient = True
 
 
+class SourceLockTimeout(SourceError):
+    """A range's COPY could not lock the table within the lock timeout (a DDL statement waits
+    for, or holds, an exclusive lock); retried with back-off like a lost connection."""
+
+    transient = True
+
+
 class TargetError(ParallelSyncError):
     """MongoDB side: unreachable, authentication, rejected writes."""
 
@@ -97,6 +104,10 @@ class WorkerDied(ParallelSyncError):
     """A worker process exited without reporting; its range can be retried."""
 
     transient = True
+
+
+class WorkerStalled(WorkerDied):
+    """A worker sent nothing (no progress, no heartbeat) for --stall-seconds; it was killed."""
 
 
 class InternalError(ParallelSyncError):

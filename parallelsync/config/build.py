@@ -9,6 +9,7 @@ see mapping/config.py and docs/mapping.md).
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,12 +21,14 @@ from parallelsync.config.options import (
     COPY,
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
+    DEFAULT_STALL_S,
     OPTIONS,
     Option,
     options_for,
 )
 from parallelsync.errors import UsageError
 from parallelsync.mapping.config import MappingConfig, parse_mapping
+from parallelsync.source.locks import DEFAULT_LOCK_TIMEOUT_S
 from parallelsync.source.names import split_qualified
 from parallelsync.targets import kind_of
 from parallelsync.targets.uri import uri_database
@@ -68,6 +71,8 @@ class CopyConfig:
     max_attempts: int = 3
     allow_empty: bool = False
     require_snapshot_consistency: bool = False
+    stall_seconds: float = DEFAULT_STALL_S
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_S
     # The `[mapping]` table of the config file (file only: it is structured).
     mapping: MappingConfig = field(default_factory=MappingConfig)
     command: str = COPY
@@ -210,6 +215,11 @@ def build_config(
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")
     if values.get("max_attempts", 1) < 1:
         raise UsageError(f"--max-attempts must be at least 1, got {values['max_attempts']}")
+    for name in ("stall_seconds", "lock_timeout_seconds"):
+        if not math.isfinite(values.get(name, 0)) or values.get(name, 0) < 0:
+            raise UsageError(
+                f"{BY_NAME[name].flag} must be 0 (off) or more seconds, got {values[name]}"
+            )
     if values["ranges_per_worker"] < 1:
         raise UsageError("--ranges-per-worker must be at least 1")
     if values.get("batch_rows", 1) < 1 or values.get("batch_bytes", 1024) < 1024:

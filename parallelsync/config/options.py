@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from parallelsync.source.locks import DEFAULT_LOCK_TIMEOUT_S
+
 # Batches bounded by rows and bytes: 10k rows or 8 MiB of COPY data, whichever comes first, keeps
 # per-worker memory flat (a few batches in flight) while amortising per-batch overhead. Measured
 # on the 9-column bench table (1 worker, medians of 3 interleaved runs): 2k, 5k and 10k rows are
@@ -20,6 +22,11 @@ from typing import Any
 # round trips few on networks with real latency.
 DEFAULT_BATCH_ROWS = 10_000
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
+# --stall-seconds: a range whose worker sent nothing (no progress, no heartbeat) for this long is
+# retried elsewhere. Workers beat every 2 s while they hold a range, whatever the servers do, so
+# only a frozen process (SIGSTOP, swapped out, a hung C call) goes silent; a retry costs the whole
+# range again, so a false alarm is expensive, while a real stall costs at most a minute.
+DEFAULT_STALL_S = 60.0
 
 COPY, PLAN, VERIFY, STATUS, SLOT = "copy", "plan", "verify", "status", "slot"
 READS = frozenset({COPY, PLAN, VERIFY})  # commands that read the source table
@@ -213,6 +220,22 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "let a source with no rows (or a --where matching none) replace a non-empty target",
         frozenset({COPY}),
+    ),
+    Option(
+        "stall_seconds",
+        float,
+        DEFAULT_STALL_S,
+        "retry a range elsewhere when its worker sent nothing (no progress, no heartbeat) for "
+        "this many seconds; 0 turns stall detection off",
+        WRITES,
+    ),
+    Option(
+        "lock_timeout_seconds",
+        float,
+        DEFAULT_LOCK_TIMEOUT_S,
+        "a range's COPY waiting longer for its table lock (behind DDL) fails and is retried; "
+        "0 waits as long as it takes",
+        WRITES,
     ),
     Option(
         "oversize",

@@ -21,6 +21,7 @@ from parallelsync.config import CopyConfig
 from parallelsync.errors import Aborted, ParallelSyncError, TargetError, UsageError
 from parallelsync.job import hooks, jobdoc
 from parallelsync.job.checks import check_counts, expected_documents, verify_checksums
+from parallelsync.job.cleanup import drop_temp
 from parallelsync.job.phases import (
     Prepared,
     make_plan,
@@ -37,7 +38,7 @@ from parallelsync.job.resume import (
     start_resume,
 )
 from parallelsync.job.schedule import Scheduler
-from parallelsync.job.state import AbortFlag, RangeState, Result, new_job_id
+from parallelsync.job.state import AbortFlag, RangeState, Result, interrupt, new_job_id
 from parallelsync.redact import scrub_known
 from parallelsync.source.guard import SnapshotGuard
 from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
@@ -82,6 +83,7 @@ class Run:
     slot: str | None = None  # the job's slot
     publication: str | None = None
     resumed: ResumeStart | None = None
+    states: list[RangeState] = field(default_factory=list)  # for the job document at the end
 
 
 def run_workers(
@@ -109,6 +111,7 @@ def run_workers(
     Scheduler(
         pool, setup, states, workers=cfg.workers, max_attempts=cfg.max_attempts, log=log,
         on_rows=progress.add, check=check, tick=tick, on_done=on_done,
+        stall_seconds=cfg.stall_seconds,
     ).run()  # fmt: skip
     progress.tick(force=True)
     on_stats()
@@ -142,6 +145,7 @@ class CopyJob:
             )  # fmt: skip
             result.target = target.display
             states, snap, estimated = self._start(prepared, target, run)
+            run.states = states
             result.job_id, result.ranges = run.job_id, len(states)
             consistent = run.resumed is None or run.resumed.exact
             result.extra["consistency"] = "snapshot" if consistent else "per-range"
@@ -153,6 +157,8 @@ class CopyJob:
                 run.job_id, cfg.source, snap.name, prepared.projection.layout,
                 target.sink_spec(run.temp), cfg.batch_rows, cfg.batch_bytes,
                 checksum=cfg.verify == "checksum", oversize=cfg.oversize,
+                lock_timeout=cfg.lock_timeout_seconds, table=prepared.table.display,
+                table_oid=prepared.table.oid,
             )  # fmt: skip
             progress = Progress(estimated, cfg.progress_seconds)
             hooks.fire("before_workers", source=cfg.source, table=prepared.table.display,
@@ -338,10 +344,10 @@ class CopyJob:
     def _cleanup(self, run: Run, status: str, error: str) -> None:
         """Undo what this run made: workers, temp, its slot and publication. A run that never
         took the target's lock (refused, or failed before) owns nothing and drops nothing."""
-        self.pool.stop()
+        self.pool.stop()  # every worker gone, after its insert in flight, before the drop
         target = run.target
         if target is not None and run.temp_live:
-            target.discard(run.temp)
+            drop_temp(target, run.temp, unclean_since=self.pool.last_unclean_exit, log=self.log)
         if run.holder is not None:
             run.holder.drop_slot()
         if run.locked and run.resumed is not None and run.slot:
@@ -349,6 +355,9 @@ class CopyJob:
             drop_slot(self.cfg.source, run.slot)
         if run.locked and run.publication:
             drop_publication(self.cfg.source, run.publication)
-        run.jobs.finish(
-            status, {"error": error, "elapsed": round(time.monotonic() - self.started, 3)}
-        )
+        interrupt(run.states)  # ranges cut short say so (a resume copies them again)
+        ended: dict[str, object] = {"error": error}
+        if run.states:
+            ended["ranges"] = [s.doc() for s in run.states]
+        ended["elapsed"] = round(time.monotonic() - self.started, 3)
+        run.jobs.finish(status, ended)

@@ -3,6 +3,12 @@
 The scheduler owns the loop of a copy (and of `verify`, which runs the same workers into a
 discarding sink). It talks to the workers only through the pool's protocol (spawn, send, retire,
 one result inbox), so tests can drive it with a pool of their own, without servers.
+
+Nothing waits forever: a worker that dies is replaced and its range retried; a worker that sends
+nothing (no progress, no heartbeat) for `stall_seconds` while it holds a range is killed and the
+range retried elsewhere; a worker with nothing left to do is told to exit (None), which ends its
+transaction and releases its locks, so DDL waiting for them can go ahead instead of blocking the
+copy's retries behind it (source/locks.py).
 """
 
 from __future__ import annotations
@@ -12,12 +18,22 @@ import queue
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
-from parallelsync.errors import ParallelSyncError, WorkerDied
+from parallelsync.errors import ParallelSyncError, WorkerDied, WorkerStalled
 from parallelsync.job.state import DONE, FAILED, PENDING, RUNNING, RangeState
-from parallelsync.workers.messages import Done, Failed, Fatal, Message, Progress, RangeTask, Ready
-from parallelsync.workers.worker import WorkerSetup
+from parallelsync.workers.messages import (
+    Done,
+    Failed,
+    Fatal,
+    Heartbeat,
+    Message,
+    Progress,
+    RangeTask,
+    Ready,
+)
+from parallelsync.workers.worker import DEFAULT_HEARTBEAT_S, WorkerSetup
 
 # How long one loop turn waits for a worker's message: short enough to notice dead workers,
 # aborts and back-off expiries promptly, long enough that an idle loop costs nothing.
@@ -27,6 +43,9 @@ POLL_S = 0.2
 # server in step.
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
+# Workers beat at least this many times within --stall-seconds, so a late beat or two on a busy
+# machine is not taken for a stall.
+BEATS_PER_STALL = 4
 
 
 class Results(Protocol):
@@ -47,13 +66,20 @@ class Pool(Protocol):
     def results(self) -> Results: ...
 
     def spawn(self, setup: WorkerSetup) -> int: ...
-    def send(self, wid: int, task: RangeTask) -> None: ...
-    def retire(self, wid: int) -> None: ...
+    def send(self, wid: int, task: RangeTask | None) -> None: ...  # None: exit, nothing left
+    def retire(self, wid: int) -> None: ...  # forget a worker (SIGKILL it if still alive)
 
 
 def backoff(attempts: int, jitter: float) -> float:
     """Seconds to wait before the next attempt after `attempts` failed ones (jitter in [0, 1))."""
     return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0 ** (attempts - 1)) * (0.5 + jitter)
+
+
+def heartbeat_interval(stall_seconds: float) -> float:
+    """How often workers beat for this stall bound (0: no bound, the default pace)."""
+    if stall_seconds <= 0:
+        return DEFAULT_HEARTBEAT_S
+    return min(DEFAULT_HEARTBEAT_S, stall_seconds / BEATS_PER_STALL)
 
 
 class Scheduler:
@@ -73,9 +99,11 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
         poll: float = POLL_S,
+        stall_seconds: float = 0.0,  # 0: no stall detection (copy passes --stall-seconds)
     ) -> None:
         self.pool = pool
-        self.setup = setup
+        self.stall_seconds = stall_seconds
+        self.setup = replace(setup, heartbeat_seconds=heartbeat_interval(stall_seconds))
         self.states = states
         self.by_id = {s.rng.id: s for s in states}
         self.workers = workers
@@ -90,6 +118,8 @@ class Scheduler:
         self.poll = poll
         self.assigned: dict[int, int | None] = {}  # worker -> range it copies (None: idle)
         self.ready: set[int] = set()  # workers that imported the snapshot and take ranges
+        self.pids: dict[int, int] = {}  # worker -> its process id (from Ready), for messages
+        self.heard: dict[int, float] = {}  # worker -> when it last sent a message (or got a range)
         # Bounds worker starts, so a worker that dies at every start cannot loop forever.
         self.spawn_budget = workers + max_attempts * len(states)
 
@@ -103,6 +133,7 @@ class Scheduler:
             with contextlib.suppress(queue.Empty):
                 self.handle(self.pool.results.get(timeout=self.poll))
             self._reap()
+            self._stalls()
             self._spawn()
             self.tick()
 
@@ -113,18 +144,35 @@ class Scheduler:
                 continue
             pending = [s for s in self.states if s.status == PENDING and s.not_before <= now]
             if not pending:
-                return
+                break
             st = pending[0]
             st.status, st.attempts, st.rows, st.bytes = RUNNING, st.attempts + 1, 0, 0
             self.assigned[wid] = st.rng.id
+            self.heard[wid] = now  # the stall clock starts with the range
             self.pool.send(wid, RangeTask(st.rng.id, st.attempts, st.query))
+        self._release()
+
+    def _release(self) -> None:
+        """Idle workers exit when no range waits for a worker (none PENDING, not even in
+        back-off): their open transactions would hold the table's locks for nothing. A new worker
+        starts only if a running range fails and needs another attempt (_spawn)."""
+        if any(s.status == PENDING for s in self.states):
+            return
+        for wid in sorted(self.ready):
+            if self.assigned.get(wid) is None:
+                self.ready.discard(wid)
+                self.pool.send(wid, None)
 
     def handle(self, msg: Message) -> None:
         if msg.wid not in self.pool.procs:
             return  # a retired worker's late words: its range was already rescheduled
+        self.heard[msg.wid] = self.clock()
         match msg:
-            case Ready(wid=wid):
+            case Ready(wid=wid, pid=pid):
                 self.ready.add(wid)
+                self.pids[wid] = pid
+            case Heartbeat():
+                pass  # alive; noted above
             case Progress(range_id=rid, rows=rows, nbytes=nbytes):
                 st = self.by_id[rid]
                 st.rows += rows
@@ -149,7 +197,7 @@ class Scheduler:
                 self.log(f"worker {wid} could not start ({err}); starting another")
                 self._retire(wid)
 
-    def _fail(self, state: RangeState, err: ParallelSyncError) -> None:
+    def _fail(self, state: RangeState, err: ParallelSyncError, retry_note: str = "") -> None:
         state.error = str(err)
         self.on_rows(-state.rows, -state.bytes)
         state.rows = state.bytes = 0
@@ -162,7 +210,9 @@ class Scheduler:
             raise err
         state.status = PENDING
         state.not_before = self.clock() + backoff(state.attempts, self.jitter())
-        self.log(f"range {state.rng.id}: attempt {state.attempts} failed ({err}); retrying")
+        self.log(
+            retry_note or f"range {state.rng.id}: attempt {state.attempts} failed ({err}); retrying"
+        )
 
     def _reap(self) -> None:
         """Workers that died without a word (killed, crashed, or exited after a failure)."""
@@ -179,6 +229,31 @@ class Scheduler:
                     self.by_id[rid],
                     WorkerDied(f"worker process {wid} exited with code {proc.exitcode}"),
                 )
+
+    def _stalls(self) -> None:
+        """Kill workers that hold a range but sent nothing for `stall_seconds`; retry the range."""
+        if self.stall_seconds <= 0:
+            return
+        if not self._silent():
+            return
+        self._drain()  # what arrived meanwhile counts: judge the workers, not this loop's pace
+        for wid, rid, silent in self._silent():
+            pid = self.pids.get(wid, "?")
+            self._retire(wid)
+            what = f"worker {wid} (pid {pid}) sent nothing for {int(silent)} s"
+            self._fail(
+                self.by_id[rid],
+                WorkerStalled(f"{what}; killed it"),
+                retry_note=f"range {rid}: {what}; killed it, retrying the range",
+            )
+
+    def _silent(self) -> list[tuple[int, int, float]]:
+        now = self.clock()
+        return [
+            (wid, rid, now - self.heard.get(wid, now))
+            for wid, rid in sorted(self.assigned.items())
+            if rid is not None and now - self.heard.get(wid, now) > self.stall_seconds
+        ]
 
     def _drain(self) -> None:
         while True:
@@ -198,4 +273,5 @@ class Scheduler:
     def _retire(self, wid: int) -> None:
         self.ready.discard(wid)
         self.assigned.pop(wid, None)
+        self.heard.pop(wid, None)
         self.pool.retire(wid)

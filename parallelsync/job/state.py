@@ -13,6 +13,9 @@ from parallelsync.source.planner import KeyRange
 from parallelsync.transcode.checksum import Digest
 
 PENDING, RUNNING, DONE, FAILED = "PENDING", "RUNNING", "DONE", "FAILED"
+# A range that was being copied when the job ended (failed or aborted): not DONE, so a resume
+# copies it again (from_doc reads every status but DONE as "to do").
+INTERRUPTED = "INTERRUPTED"
 
 
 def new_job_id() -> str:
@@ -23,7 +26,7 @@ def new_job_id() -> str:
 class RangeState:
     rng: KeyRange
     query: str
-    status: str = PENDING  # PENDING -> RUNNING -> DONE | FAILED
+    status: str = PENDING  # PENDING -> RUNNING -> DONE | FAILED | INTERRUPTED (the job ended)
     attempts: int = 0
     rows: int = 0
     bytes: int = 0
@@ -63,6 +66,13 @@ class RangeState:
             if d.get("checksum"):
                 st.digest = Digest(int(d["checksum"]["count"]), int(d["checksum"]["digest"], 16))
         return st
+
+
+def interrupt(states: list[RangeState]) -> None:
+    """The job ended: ranges still marked RUNNING were cut short, and say so."""
+    for st in states:
+        if st.status == RUNNING:
+            st.status = INTERRUPTED
 
 
 @dataclass

@@ -102,6 +102,8 @@ def run_verify(cfg: CopyConfig, log: Any = stderr_log) -> dict[str, Any]:
             setup = WorkerSetup(
                 "verify", cfg.source, snap.name, prepared.projection.layout, sink,
                 cfg.batch_rows, cfg.batch_bytes, checksum=True, oversize=cfg.oversize,
+                lock_timeout=cfg.lock_timeout_seconds, table=prepared.table.display,
+                table_oid=prepared.table.oid,
             )  # fmt: skip
             progress = Progress(plan.estimated_rows, cfg.progress_seconds)
             run_workers(

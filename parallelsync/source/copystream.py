@@ -14,9 +14,17 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from parallelsync.errors import ParallelSyncError, SourceConnectionLost, SourceError
+from parallelsync.errors import (
+    ParallelSyncError,
+    SourceConnectionLost,
+    SourceError,
+    SourceLockTimeout,
+)
 from parallelsync.source.connect import clean
 from parallelsync.transcode.copybinary import header_length
+
+# lock_timeout expired (source/locks.py sets it in every worker's transaction).
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def copy_batches(
@@ -31,17 +39,28 @@ def copy_batches(
     finished = False
     sel = selectors.DefaultSelector()
     try:
+        sel.register(pgconn.socket, selectors.EVENT_READ)
         # The extended query protocol (no parameters): exactly one statement. The simple protocol
         # would run every statement in the string, and the query holds --where as written.
         pgconn.send_query_params(query.encode(), None)
+        # The COPY may first wait for its table lock (behind DDL, up to lock_timeout): wait on the
+        # socket, not in libpq's get_result, which would hold the GIL all that time and so stop
+        # the worker's heartbeat and its SIGTERM handler.
+        while pgconn.is_busy():
+            _wait_readable(pgconn, sel, dsn)
         res = pgconn.get_result()
         if res is None or res.status != pq.ExecStatus.COPY_OUT:
-            raise result_error(res, pgconn, dsn)
+            err = result_error(res, pgconn, dsn)
+            # The statement is over: collect what is left, and send no cancel, which could
+            # reach the server late and cancel the connection's next statement instead.
+            while pgconn.status == pq.ConnStatus.OK and pgconn.get_result() is not None:
+                pass
+            finished = True
+            raise err
         buf = bytearray()
         start = -1  # -1: the header has not been seen yet
         messages = 0
         get = pgconn.get_copy_data
-        sel.register(pgconn.socket, selectors.EVENT_READ)
         while True:
             # Non-blocking: libpq's blocking read keeps the GIL while it waits for the server,
             # which would stall the worker's other threads; wait on the socket without it.
@@ -102,6 +121,8 @@ def result_error(res: pq.abc.PGresult | None, pgconn: pq.abc.PGconn, dsn: str) -
     err = f"COPY failed: {clean(Exception(msg), dsn)}"
     if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
         return SourceConnectionLost(err)
+    if sqlstate == LOCK_NOT_AVAILABLE:
+        return SourceLockTimeout(err)
     return SourceError(err)
 
 

@@ -1,10 +1,14 @@
 """The protocol between the coordinator and its workers, as typed messages.
 
-Coordinator -> worker (one inbox per worker): a `RangeTask`, or None to stop.
+Coordinator -> worker (one inbox per worker): a `RangeTask`, or None to stop: no range is left
+for this worker (its exit ends its transaction and so releases its locks on the table). SIGTERM
+stops a worker at once, after the insert it has in flight (lifeline.py).
 Worker -> coordinator (one result queue per worker, see pool.Inbox):
 
     Ready      the worker connected and imported the snapshot; it can take ranges
     Progress   a batch of a range was written (rows, COPY bytes)
+    Heartbeat  the worker still holds this range (every few seconds, from its own thread), so a
+               range waiting on a slow server is not taken for a stuck one (job/schedule.py)
     Done       a range finished (totals, seconds, content digest, documents left out)
     Failed     a range failed; `error.transient` says whether another attempt may help.
                After a transient failure the worker exits (its connection may be broken)
@@ -45,6 +49,12 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    wid: int
+    range_id: int
+
+
+@dataclass(frozen=True)
 class Done:
     wid: int
     range_id: int
@@ -69,4 +79,4 @@ class Fatal:
     error: ParallelSyncError
 
 
-Message = Ready | Progress | Done | Failed | Fatal
+Message = Ready | Progress | Heartbeat | Done | Failed | Fatal

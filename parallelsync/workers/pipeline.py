@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import weakref
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -19,10 +20,16 @@ from parallelsync.transcode.batch import EncodedBatch
 # Batches queued between two threads: one being worked on downstream, one ready.
 DEPTH = 2
 _END = object()
+# Every writer of this process, until it is garbage: `writing()` asks them.
+_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
 # How long stop() waits for a reader blocked on a silent server. The worker then reports the
 # range's failure anyway; after a failure it either exits or the job ends, so the thread dies
 # with the process and never touches the connection of a later range.
 STOP_WAIT_S = 10.0
+# How long a failed or stopped range waits for the insert its writer has in flight: one batch, well
+# under a second on a healthy server. Bounded below the pool's SIGTERM-to-SIGKILL wait (pool.py),
+# so a worker that gives up still exits by itself and says so (lifeline.EXIT_WRITE_IN_FLIGHT).
+WRITER_WAIT_S = 10.0
 
 
 class Reader:
@@ -71,6 +78,11 @@ class Reader:
         self._thread.join(STOP_WAIT_S)
 
 
+def writing() -> bool:
+    """An insert of this process may still be in flight (a writer thread is not done)."""
+    return any(w.busy for w in list(_WRITERS))
+
+
 class Writer:
     """The writer thread: inserts encoded batches and reports progress after each one."""
 
@@ -80,22 +92,35 @@ class Writer:
         self._report = report
         self._queue: queue.Queue[tuple[EncodedBatch, int] | None] = queue.Queue(DEPTH)
         self.error: BaseException | None = None
+        # Set when the thread is done. Not Thread.join/is_alive: a join interrupted by a signal
+        # handler's exception (SIGTERM -> lifeline.Stopping) can mark a running thread as stopped
+        # (CPython 3.11/3.12, the bpo-45274 fix), and this writer's insert would then be taken
+        # for finished while it is still in flight.
+        self._finished = threading.Event()
+        _WRITERS.add(self)
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue  # drain so the reader never blocks on a dead writer
-            batch, nbytes = item
-            try:
-                self._sink.insert(batch, allow_duplicates=self._allow)
-                self._report(batch.rows, nbytes)
-            except BaseException as exc:
-                self.error = exc
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if self.error is not None:
+                    continue  # drain so the reader never blocks on a dead writer
+                batch, nbytes = item
+                try:
+                    self._sink.insert(batch, allow_duplicates=self._allow)
+                    self._report(batch.rows, nbytes)
+                except BaseException as exc:
+                    self.error = exc
+        finally:
+            self._finished.set()
+
+    @property
+    def busy(self) -> bool:
+        return not self._finished.is_set()
 
     def put(self, batch: EncodedBatch, nbytes: int) -> None:
         self._check()
@@ -103,13 +128,23 @@ class Writer:
 
     def finish(self) -> None:
         self._queue.put(None)
-        self._thread.join()
+        self._finished.wait()
         self._check()
 
     def abandon(self) -> None:
+        """Send nothing more: drop the queued batches and let the thread end after the insert
+        in flight. Called from the thread that puts, so nothing refills the queue meanwhile."""
         self.error = self.error or RuntimeError("abandoned")
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
+
+    def wait(self, timeout: float) -> bool:
+        """After abandon(): wait for the insert in flight. True when the thread is done, so
+        nothing this writer sent can still land on the target."""
+        return self._finished.wait(timeout)
 
     def _check(self) -> None:
         if self.error is not None:

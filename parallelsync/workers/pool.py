@@ -8,6 +8,9 @@ Where the platform has it (Linux, macOS), workers are therefore forked from a mu
 fork server that has loaded all of that once (`preload.py`): `prestart` launches it when the job
 starts, so it warms up while the coordinator makes the snapshot and the plan, and each worker is
 then a cheap fork of a process without threads or connections. Elsewhere workers are spawned.
+
+Either way workers die with the coordinator (lifeline.py: parent-death signal, lifeline pipe),
+and `stop` lets each finish the insert it has in flight before the job drops the temp collection.
 """
 
 from __future__ import annotations
@@ -16,12 +19,20 @@ import contextlib
 import multiprocessing as mp
 import multiprocessing.connection
 import multiprocessing.forkserver
+import os
 import queue
+import signal
 import time
 from typing import Any
 
 from parallelsync.workers.messages import Message, RangeTask
 from parallelsync.workers.worker import WorkerSetup, worker_main
+
+# stop(): how long workers get between SIGTERM and SIGKILL. A stopping worker waits for the insert
+# it has in flight (one batch: well under a second on a healthy server, up to pipeline.WRITER_WAIT_S
+# on a struggling one) and for its reader to cancel the COPY; 15 s covers both and keeps an abort
+# bounded. A worker still alive then is killed, and the job watches for its late insert.
+STOP_WAIT_S = 15.0
 
 
 class Inbox:
@@ -76,6 +87,12 @@ class WorkerPool:
         self.procs: dict[int, Any] = {}
         self._inboxes: dict[int, Any] = {}
         self._next = 0
+        # The lifeline (lifeline.py): workers get the read end; only this process holds the write
+        # end, so the workers see EOF when it dies. Closed by stop() once no worker is left.
+        self._lifeline: tuple[Any, Any] | None = None
+        # When a worker last ended in a way that may leave an insert in flight (SIGKILLed, or
+        # it said so): until a few seconds after that, a dropped temp collection may come back.
+        self.last_unclean_exit: float | None = None
 
     def prestart(self) -> None:
         """Launch the fork server now (returns at once; it warms up in the background)."""
@@ -85,10 +102,12 @@ class WorkerPool:
     def spawn(self, setup: WorkerSetup) -> int:
         """Start a worker for this setup; returns its id."""
         wid, self._next = self._next, self._next + 1
+        if self._lifeline is None:
+            self._lifeline = self._ctx.Pipe(duplex=False)
         inbox = self._ctx.Queue()
         proc = self._ctx.Process(
             target=worker_main,
-            args=(wid, setup, inbox, self.results.new(wid)),
+            args=(wid, setup, inbox, self.results.new(wid), self._lifeline[0]),
             name=f"parallelsync-worker-{wid}",
             daemon=True,
         )
@@ -96,26 +115,55 @@ class WorkerPool:
         self.procs[wid], self._inboxes[wid] = proc, inbox
         return wid
 
-    def send(self, wid: int, task: RangeTask) -> None:
+    def send(self, wid: int, task: RangeTask | None) -> None:
+        """A range to copy, or None: nothing is left for this worker, it exits."""
         self._inboxes[wid].put(task)
 
     def retire(self, wid: int) -> None:
+        """Forget a worker that died (or that the scheduler gave up on: it is SIGKILLed)."""
         self._inboxes.pop(wid, None)
         proc = self.procs.pop(wid, None)
-        if proc is not None and proc.is_alive():
+        if proc is None:
+            return
+        if proc.is_alive():
             proc.kill()
+            proc.join(timeout=2)
+            self._unclean()
+        elif not clean_exit(proc.exitcode):
+            self._unclean()
 
     def stop(self) -> None:
-        """Stop every worker, SIGKILL after 5 s."""
+        """Stop every worker: SIGTERM, so each finishes its insert in flight and exits; SIGKILL
+        for those still alive after STOP_WAIT_S. Returns once every worker is gone."""
         procs = list(self.procs.values())
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()
-        deadline = time.monotonic() + 5
+                # A stopped worker (SIGSTOP) would only see SIGTERM once continued.
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + STOP_WAIT_S
         for proc in procs:
             proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=2)
+                self._unclean()
+            elif not clean_exit(proc.exitcode):
+                self._unclean()
         self.procs.clear()
         self._inboxes.clear()
+        if self._lifeline is not None:
+            for end in self._lifeline:
+                end.close()
+            self._lifeline = None
+
+    def _unclean(self) -> None:
+        self.last_unclean_exit = time.monotonic()
+
+
+def clean_exit(code: int | None) -> bool:
+    """The worker cannot have left an insert in flight: it exited by itself after its writer
+    finished, or SIGTERM ended it before it could connect (its handler was not installed yet).
+    Anything else may have: SIGKILL, a crash, `lifeline.EXIT_WRITE_IN_FLIGHT`."""
+    return code in (0, -signal.SIGTERM)

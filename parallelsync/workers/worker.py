@@ -5,11 +5,13 @@ Per range, three threads pass batches along bounded queues (pipeline.py): a read
 appended to a bytearray: the cheapest way psycopg offers); the worker's main thread transcodes each
 batch into BSON bytes (compiled kernels, which release the GIL); a writer thread inserts them. So
 the server keeps sending while a batch is transcoded, and both overlap the target's round trips.
-Each queue holds at most two batches, which bounds memory. Messages: messages.py.
+Each queue holds at most two batches, which bounds memory. Messages: messages.py. How a worker
+dies with its coordinator, stops on SIGTERM and shows it is alive: lifeline.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -19,17 +21,28 @@ from typing import Any
 
 import psycopg
 
-from parallelsync.errors import InternalError, ParallelSyncError
+from parallelsync.errors import InternalError, ParallelSyncError, SourceLockTimeout
 from parallelsync.source.connect import classify, connect
 from parallelsync.source.copystream import copy_batches
+from parallelsync.source.locks import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    UNKNOWN_CONFLICT,
+    describe_conflict,
+    set_lock_timeout,
+)
 from parallelsync.source.snapshot import import_snapshot
 from parallelsync.targets import Sink, SinkSpec, open_sink
 from parallelsync.transcode.checksum import Digest
 from parallelsync.transcode.encoder import DocumentEncoder
 from parallelsync.transcode.model import Layout
 from parallelsync.transcode.oversize import SkippingEncoder
+from parallelsync.workers import lifeline
 from parallelsync.workers.messages import Done, Failed, Fatal, Progress, RangeTask, Ready
-from parallelsync.workers.pipeline import Reader, Writer
+from parallelsync.workers.pipeline import WRITER_WAIT_S, Reader, Writer, writing
+
+# Heartbeats while a range is held; the scheduler makes them more frequent for a short
+# --stall-seconds (job/schedule.py).
+DEFAULT_HEARTBEAT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,10 @@ class WorkerSetup:
     batch_bytes: int
     checksum: bool = False  # digest every document (for --verify checksum and `verify`)
     oversize: str = "fail"  # --oversize: "skip" leaves documents over 16 MiB out (oversize.py)
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S  # seconds a COPY may wait for its lock (0: ever)
+    table: str = ""  # schema.table, for messages
+    table_oid: int = 0  # to find who holds or waits for a lock on it
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_S
 
 
 def internal_error(exc: BaseException, where: str) -> InternalError:
@@ -50,14 +67,33 @@ def internal_error(exc: BaseException, where: str) -> InternalError:
     return InternalError(f"internal error {where}: {exc!r}", traceback.format_exc())
 
 
-def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
+def worker_main(
+    wid: int, setup: WorkerSetup, tasks: Any, results: Any, lifeline_r: Any = None
+) -> None:
     """Entry point of a worker process (it creates all its clients itself)."""
-    # The coordinator handles Ctrl-C for the whole job and stops workers itself.
+    # The coordinator handles Ctrl-C for the whole job and stops workers itself (SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lifeline.bind_to_coordinator(lifeline_r)
+    lifeline.stop_on_sigterm()
+    # Stopping: the range in hand has waited for its insert in flight (copy_range).
+    with contextlib.suppress(lifeline.Stopping):
+        serve(wid, setup, tasks, results)
+        # Exiting anyway: a SIGTERM from now on would only break multiprocessing's exit (which
+        # flushes our last messages) with a traceback. The pool SIGKILLs a worker that hangs.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if writing():
+        # An insert did not return within WRITER_WAIT_S: tell the pool, which then watches the
+        # temp collection for a late write before it reports it dropped (job/cleanup.py).
+        os._exit(lifeline.EXIT_WRITE_IN_FLIGHT)
+
+
+def serve(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
+    """Connect, import the snapshot, then copy the ranges handed over until told to stop."""
     warm_up()  # a no-op in effect when forked from the warm fork server (pool.py)
     try:
         conn = connect(setup.source_dsn, autocommit=True)
         import_snapshot(conn, setup.snapshot)
+        set_lock_timeout(conn, setup.lock_timeout)
         sink = open_sink(setup.sink)
         # --oversize skip: same encode() interface, minus documents over 16 MiB.
         skip = setup.oversize == "skip"
@@ -71,6 +107,7 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
     except Exception as exc:  # report, never die silently
         results.put(Fatal(wid, internal_error(exc, "starting a worker")))
         return
+    heart = lifeline.Heart(wid, results, setup.heartbeat_seconds)
     results.put(Ready(wid, os.getpid()))
     try:
         while True:
@@ -78,9 +115,13 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
             if task is None:
                 break
             start = time.monotonic()
+            heart.range_id = task.range_id
             try:
                 digest = Digest() if setup.checksum else None
                 rows, nbytes = copy_range(conn, encoder, sink, setup, task, wid, results, digest)
+            except SourceLockTimeout:
+                results.put(Failed(wid, task.range_id, lock_timeout_error(conn, setup)))
+                break  # the transaction is gone, and with it the snapshot
             except ParallelSyncError as exc:
                 results.put(Failed(wid, task.range_id, exc))
                 if exc.transient:
@@ -89,12 +130,27 @@ def worker_main(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
             except Exception as exc:
                 results.put(Failed(wid, task.range_id, internal_error(exc, "copying a range")))
                 break
+            finally:
+                heart.range_id = None
             skipped, entries = encoder.take() if isinstance(encoder, SkippingEncoder) else (0, [])
             elapsed = time.monotonic() - start
             results.put(Done(wid, task.range_id, rows, nbytes, elapsed, digest, skipped, entries))
     finally:
         sink.close()
         conn.close()
+
+
+def lock_timeout_error(conn: psycopg.Connection[Any], setup: WorkerSetup) -> SourceLockTimeout:
+    """The lock timeout as a message that names the session in the way, where it can be found."""
+    try:
+        conn.execute("ROLLBACK")  # the failed COPY aborted the transaction
+        who = describe_conflict(conn, setup.table_oid)
+    except psycopg.Error:
+        who = UNKNOWN_CONFLICT
+    return SourceLockTimeout(
+        f"could not lock {setup.table or 'the table'} within {setup.lock_timeout:g} s: {who}, "
+        "and this copy's reads queue behind it; cancel that statement or let the copy finish first"
+    )
 
 
 def warm_up() -> None:
@@ -138,7 +194,10 @@ def copy_range(
         writer.finish()
         sink.end_range()  # durable before Done: the coordinator may assemble right after
     except BaseException:
+        # Failed or stopped (SIGTERM): wait for the insert in flight, so that nothing this range
+        # sent can land after the coordinator has moved on (dropped the temp collection).
         writer.abandon()
+        writer.wait(WRITER_WAIT_S)
         raise
     finally:
         reader.stop()  # cancels a COPY still streaming

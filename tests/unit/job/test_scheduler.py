@@ -11,7 +11,6 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 import pytest
 
@@ -27,13 +26,17 @@ from parallelsync.errors import (
 from parallelsync.job.schedule import BACKOFF_MAX_S, Scheduler, backoff
 from parallelsync.job.state import DONE, FAILED, PENDING, RUNNING, RangeState
 from parallelsync.source.planner import KeyRange
+from parallelsync.targets.base import SinkSpec
 from parallelsync.transcode.checksum import Digest
+from parallelsync.transcode.model import Layout
 from parallelsync.workers.messages import Done, Failed, Fatal, Message, Progress, RangeTask, Ready
 from parallelsync.workers.worker import WorkerSetup
 
 STEP = 0.01  # fake seconds that pass each time the scheduler waits on an empty inbox
 MAX_WAITS = 100_000  # a scheduler that waits this often is stuck: fail instead of hanging
-SETUP = cast(WorkerSetup, object())  # only passed through to spawn
+SETUP = WorkerSetup(
+    "job", "postgresql://x", "snap", Layout((), 0), SinkSpec("null", "", "", ""), 10, 1024
+)
 
 
 # ------------------------------------------------------------------------ scripted actions
@@ -148,6 +151,7 @@ class FakePool:
     # handed to the scheduler with the time it was handed over.
     sends: list[tuple[float, int, RangeTask]] = field(default_factory=list)
     spawned: list[int] = field(default_factory=list)
+    stops: list[int] = field(default_factory=list)
     retired: list[int] = field(default_factory=list)
     delivered: list[tuple[float, Message]] = field(default_factory=list)
     # Messages a worker "still had in its pipe", handed over after the scheduler retired it.
@@ -181,7 +185,8 @@ class FakePool:
 
     # ------------------------------------------------------------------- the Pool protocol
     def spawn(self, setup: WorkerSetup) -> int:
-        assert setup is SETUP
+        # The scheduler adds the heartbeat interval; everything else is passed through.
+        assert setup.job_id == SETUP.job_id and setup.snapshot == SETUP.snapshot
         wid = len(self.spawned)
         self.spawned.append(wid)
         proc = self.procs[wid] = FakeProc()
@@ -199,9 +204,13 @@ class FakePool:
                 proc.die(code)
         return wid
 
-    def send(self, wid: int, task: RangeTask) -> None:
-        self.sends.append((self.now[0], wid, task))
+    def send(self, wid: int, task: RangeTask | None) -> None:
         proc = self.procs[wid]
+        if task is None:  # an idle worker told to stop (no range left for it): it exits
+            self.stops.append(wid)
+            proc.die(0)
+            return
+        self.sends.append((self.now[0], wid, task))
         if not proc.alive or proc.exit_in is not None:
             return  # an exiting worker never reads its inbox again: the task is lost
         attempts = self.script.get(task.range_id, [])
