@@ -275,8 +275,7 @@ def check_projection(pg: psycopg.Connection[Any], table: TableInfo, proj: Projec
         pg.execute(q)
     except psycopg.errors.InsufficientPrivilege as exc:
         msg = (exc.diag.message_primary or str(exc)).strip()
-        row = pg.execute("SELECT current_user::text").fetchone()
-        role = row[0] if row else "the role"
+        role = pg.info.user  # no query: the failed statement may have aborted a transaction
         raise SourceError(
             f"{msg}: the role {role} cannot read {table.display}; "
             f"GRANT SELECT ON {table.display} TO {role} (copy, plan and verify need SELECT)"

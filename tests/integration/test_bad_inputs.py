@@ -234,7 +234,9 @@ def test_slot_needs_logical_wal_level(
         mongo_db,
         before,
     )
-    # Without --slot the same source is fine.
-    run = run_cli(*copy_args(replica_cluster.admin_dsn, "src", mongo_uri, mongo_db.name))
+    # Without --slot the same source is fine (the empty table replaces the target as asked).
+    run = run_cli(
+        *copy_args(replica_cluster.admin_dsn, "src", mongo_uri, mongo_db.name, "--allow-empty")
+    )
     assert run.rc == 0, run.stderr
     assert mongo_db.src.count_documents({}) == 0
