@@ -42,6 +42,9 @@ from parallelsync.workers.messages import (
 from parallelsync.workers.worker import WorkerSetup
 
 POLL = 0.5
+# Fake seconds after which a scheduler that has not finished is taken to hang: the test fails
+# instead of looping for ever (every scenario here ends within a few hundred fake seconds).
+HANG_S = 10_000.0
 
 
 class Clock:
@@ -158,6 +161,8 @@ class FakePool:
             return self.get_nowait()
         except queue.Empty:
             self.clock.now += timeout
+            if self.clock.now > HANG_S:
+                raise AssertionError(f"the scheduler still waits after {HANG_S:.0f} s") from None
             self._exits()
             raise
 
