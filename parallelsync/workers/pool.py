@@ -123,8 +123,11 @@ class WorkerPool:
         """Forget a worker that died (or that the scheduler gave up on: it is SIGKILLed)."""
         self._inboxes.pop(wid, None)
         proc = self.procs.pop(wid, None)
-        if proc is None:
-            return
+        if proc is not None:
+            self._finish(proc)
+
+    def _finish(self, proc: Any) -> None:
+        """SIGKILL a worker still alive; note an exit that may have left an insert in flight."""
         if proc.is_alive():
             proc.kill()
             proc.join(timeout=2)
@@ -145,12 +148,7 @@ class WorkerPool:
         deadline = time.monotonic() + STOP_WAIT_S
         for proc in procs:
             proc.join(timeout=max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=2)
-                self._unclean()
-            elif not clean_exit(proc.exitcode):
-                self._unclean()
+            self._finish(proc)
         self.procs.clear()
         self._inboxes.clear()
         if self._lifeline is not None:
