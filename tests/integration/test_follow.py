@@ -226,3 +226,47 @@ def _no_leftover_slot(pg_conn: psycopg.Connection[Any]) -> Any:
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
         "WHERE slot_name LIKE 'fol_%' AND database = current_database() AND NOT active"
     )
+
+
+def test_sigterm_stops_after_the_transaction_in_flight(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pg_conn.execute(DDL)
+    assert (
+        run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", "fol_g")).rc == 0
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parallelsync", "follow", "--source", pg_dsn, "--table", "orders",
+         "--target", mongo_uri, "--db", mongo_db.name, "--slot", "fol_g", "--json",
+         "--idle-exit", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        state_id = f"follow:{mongo_db.name}.orders"
+        pg_conn.execute("UPDATE orders SET note = 'live' WHERE id = 1")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait for the state: the change applied
+            doc = mongo_db.orders.find_one({"_id": 1})
+            if doc is not None and doc["note"] == "live" and proc.poll() is None:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the running follow never applied the change")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert '"status": "STOPPED"' in out and "stopped by a signal" in out
+    state = mongo_db.parallelsync_jobs.find_one({"_id": state_id})
+    assert state is not None and state["state"] == "STOPPED" and state["changes"] == 1
