@@ -43,6 +43,11 @@ class Option:
     commands: frozenset[str]
     choices: tuple[str, ...] | None = None
     env: tuple[str, ...] = ()  # extra environment variables, after PARALLELSYNC_<NAME>
+    # Commands that cannot run without it (their --help lists it under "required options").
+    required: frozenset[str] = frozenset()
+    # How `config show` masks the value: "connection" (a DSN or URI: its password becomes ***)
+    # or "value" (the whole value is a secret).
+    secret: str | None = None
 
     @property
     def flag(self) -> str:
@@ -60,9 +65,16 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PostgreSQL DSN (URI or key=value); the password may come from PGPASSWORD or ~/.pgpass",
         READS | {STATUS, SLOT},  # status: optional, to show the jobs' slots
+        required=READS | {SLOT},
+        secret="connection",
     ),
     Option(
-        "table", str, None, "source table as [schema.]table; quote mixed case: '\"Orders\"'", READS
+        "table",
+        str,
+        None,
+        "source table as [schema.]table; quote mixed case: '\"Orders\"'",
+        READS,
+        required=READS,
     ),
     Option(
         "target",
@@ -71,8 +83,17 @@ OPTIONS: tuple[Option, ...] = (
         "MongoDB URI; file:DIR writes DIR/<collection>.bson (mongorestore format); "
         "null: discards documents (benchmarks)",
         TARGETS,
+        required=TARGETS,
+        secret="connection",
     ),
-    Option("db", str, None, "target database", TARGETS),
+    Option(
+        "db",
+        str,
+        None,
+        "target database (default: the database named in a MongoDB --target URI)",
+        TARGETS,
+        required=frozenset({STATUS}),
+    ),
     Option("collection", str, None, "target collection (default: the table name)", TARGETS),
     Option("workers", int, 2, "worker processes", READS),
     Option(
@@ -252,3 +273,11 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 def options_for(command: str) -> tuple[Option, ...]:
     return tuple(o for o in OPTIONS if command in o.commands)
+
+
+def required_for(command: str) -> tuple[Option, ...]:
+    return tuple(o for o in OPTIONS if command in o.required)
+
+
+# The commands that take options from this table, in the order --help and the docs list them.
+COMMANDS_WITH_OPTIONS = (COPY, PLAN, VERIFY, STATUS, SLOT)
