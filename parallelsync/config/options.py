@@ -80,8 +80,8 @@ OPTIONS: tuple[Option, ...] = (
         "target",
         str,
         None,
-        "MongoDB URI; file:DIR writes DIR/<collection>.bson (mongorestore format); "
-        "null: discards documents (benchmarks)",
+        "MongoDB URI; file:DIR writes DIR/<collection>.bson and .metadata.json (mongorestore "
+        "format); null: discards documents (benchmarks)",
         TARGETS,
         required=TARGETS,
         secret="connection",
