@@ -279,5 +279,9 @@ def required_for(command: str) -> tuple[Option, ...]:
     return tuple(o for o in OPTIONS if command in o.required)
 
 
-# The commands that take options from this table, in the order --help and the docs list them.
-COMMANDS_WITH_OPTIONS = (COPY, PLAN, VERIFY, STATUS, SLOT)
+# The commands that take options from this table, in the order `config show --for` and the docs
+# list them; a command added to some option's `commands` joins at the end by itself.
+_ORDER = (COPY, PLAN, VERIFY, STATUS, SLOT)
+COMMANDS_WITH_OPTIONS = _ORDER + tuple(
+    sorted({c for o in OPTIONS for c in o.commands} - set(_ORDER))
+)
