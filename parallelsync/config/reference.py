@@ -45,7 +45,8 @@ def _cell(text: str) -> str:
 def _type(opt: Option) -> str:
     if opt.choices:
         return " \\| ".join(f"`{c}`" for c in opt.choices)
-    return {bool: "switch", int: "integer", float: "number", str: "text"}.get(opt.type, "text")
+    names: dict[object, str] = {bool: "switch", int: "integer", float: "number"}
+    return names.get(opt.type, "text")
 
 
 def _default(opt: Option) -> str:
