@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from parallelsync import __version__
+from parallelsync.cli.help import epilog
 from parallelsync.cli.output import print_traceback
 from parallelsync.config import build_config, options_for
+from parallelsync.config.options import COMMANDS_WITH_OPTIONS, OPTIONS, Option, required_for
 from parallelsync.errors import EXIT_FAILED, EXIT_USAGE, ParallelSyncError, UsageError
 from parallelsync.redact import remember, scrub_known
 
@@ -28,7 +30,10 @@ COMMANDS = {
     "demo": "run the main job end to end on throwaway PostgreSQL and SecantusDB servers",
     "slot": "list the source's logical replication slots and the WAL each retains, or drop one",
     "follow": "apply the table's changes from a copy's slot to the collection (change capture)",
+    "config": "show the effective configuration of a command, and where each value came from",
 }
+# --help keeps the examples' line breaks (an epilog per subcommand, cli/help.py).
+HELP_FORMAT = argparse.RawDescriptionHelpFormatter
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,27 +43,36 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _add_options(p: argparse.ArgumentParser, command: str) -> None:
-    for opt in options_for(command):
-        env = ", ".join(opt.env_vars)
-        if opt.type is bool:  # a switch: present means true (env and file take true/false)
-            p.add_argument(
-                opt.flag, dest=opt.name, action="store_const", const=True, default=None,
-                help=f"{opt.help} (env {env})",
-            )  # fmt: skip
-            continue
-        default = "" if opt.default is None else f"; default {opt.default}"
-        if opt.type is bool:  # a switch: the flag alone turns it on (env/config: true/false)
-            p.add_argument(opt.flag, dest=opt.name, default=None, action="store_const",
-                           const=True, help=f"{opt.help} (env {env})")  # fmt: skip
-            continue
+def _add_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, opt: Option) -> None:
+    env = ", ".join(opt.env_vars)
+    if opt.type is bool:  # a switch: present means true (env and file take true/false)
         p.add_argument(
-            opt.flag,
-            dest=opt.name,
-            default=None,
-            metavar="{" + ",".join(opt.choices) + "}" if opt.choices else opt.name.upper(),
-            help=f"{opt.help} (env {env}{default})",
-        )
+            opt.flag, dest=opt.name, action="store_const", const=True, default=None,
+            help=f"{opt.help} (env {env})",
+        )  # fmt: skip
+        return
+    default = "" if opt.default is None else f"; default {opt.default}"
+    p.add_argument(
+        opt.flag,
+        dest=opt.name,
+        default=None,
+        metavar="{" + ",".join(opt.choices) + "}" if opt.choices else opt.name.upper(),
+        help=f"{opt.help} (env {env}{default})",
+    )
+
+
+def _add_options(
+    p: argparse.ArgumentParser, command: str, options: tuple[Option, ...] | None = None
+) -> None:
+    # Required options get a group of their own, from the option table (`required`), so
+    # --help shows what a run cannot do without before the tuning knobs.
+    required: argparse.ArgumentParser | argparse._ArgumentGroup = p
+    if required_for(command):
+        required = p.add_argument_group("required options")
+        # Listed first, after any positional arguments (argparse appends new groups).
+        p._action_groups.insert(1, p._action_groups.pop())
+    for opt in options_for(command) if options is None else options:
+        _add_option(required if command in opt.required else p, opt)
     p.add_argument("--config", help="TOML file with any of these options (env PARALLELSYNC_CONFIG)")
     p.add_argument(
         "--json", action="store_true", help="print one JSON object with the result on stdout"
@@ -71,6 +85,12 @@ def _add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes of the copy")
     p.add_argument("--keep", action="store_true", help="leave the servers running afterwards")
     p.add_argument("--stop", action="store_true", help="stop the servers of a --keep demo")
+    p.add_argument(
+        "--print-env",
+        action="store_true",
+        help="print only `export PG=... MONGO=...` on stdout (the demo's output goes to stderr), "
+        "for eval; with a --keep demo already running, just print its variables",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -84,12 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"parallelsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, allow_abbrev=False,
+            epilog=epilog(name), formatter_class=HELP_FORMAT,
+        )  # fmt: skip
         if name == "demo":
             _add_demo_options(p)
             continue
         if name == "slot":
             _add_slot_actions(p)
+            continue
+        if name == "config":
+            _add_config_actions(p)
             continue
         _add_options(p, name)
         if name == "status":
@@ -113,17 +139,41 @@ def _add_slot_actions(p: argparse.ArgumentParser) -> None:
         ),
         ("drop", "drop an inactive slot and the publication parallelsync created under its name"),
     ):
-        a = actions.add_parser(action, help=help_text, description=help_text, allow_abbrev=False)
+        a = actions.add_parser(
+            action, help=help_text, description=help_text, allow_abbrev=False,
+            epilog=epilog(f"slot {action}"), formatter_class=HELP_FORMAT,
+        )  # fmt: skip
         if action == "drop":
             a.add_argument("slot_name", metavar="NAME", help="the slot to drop")
         _add_options(a, "slot")
 
 
+def _add_config_actions(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(
+        dest="config_action", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    help_text = (
+        "every option of a command with its value and where it came from (flag > environment > "
+        "config file > default), passwords masked; connects to nothing"
+    )
+    a = actions.add_parser(
+        "show", help=help_text, description=help_text, allow_abbrev=False,
+        epilog=epilog("config show"), formatter_class=HELP_FORMAT,
+    )  # fmt: skip
+    a.add_argument(
+        "--for", dest="for_command", choices=COMMANDS_WITH_OPTIONS, default="copy",
+        help="the command whose configuration to show (default copy)",
+    )  # fmt: skip
+    # Every option of every command: the one --for names is checked after parsing.
+    _add_options(a, "config", OPTIONS)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from parallelsync.config.build import unknown_variables
 
-    for warning in unknown_variables(os.environ):
-        print(f"parallelsync: warning: {warning}", file=sys.stderr)
+    if args.command != "config":  # config show reports them in its own output
+        for warning in unknown_variables(os.environ):
+            print(f"parallelsync: warning: {warning}", file=sys.stderr)
     cli = vars(args)
     # Known before anything connects, so no message can show their secrets (redact.py).
     remember(cli.get("source"), cli.get("target"))
@@ -131,9 +181,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cli.get("config") is None:
         cli["config"] = os.environ.get("PARALLELSYNC_CONFIG")
     if args.command == "demo":
-        from parallelsync.demo.run import run_demo, stop_kept
+        from parallelsync.demo.run import print_kept_env, run_demo, stop_kept
 
-        return stop_kept() if args.stop else run_demo(args.rows, args.workers, args.keep)
+        if args.stop:
+            return stop_kept()
+        if args.print_env and not args.keep:
+            return print_kept_env()
+        return run_demo(args.rows, args.workers, args.keep, print_env=args.print_env)
+    if args.command == "config":
+        from parallelsync.cli.config_cmd import run_config_show
+
+        return run_config_show(cli, as_json=args.json)
     if args.command == "status":
         from parallelsync.cli.status import run_status
 

@@ -25,6 +25,7 @@ from parallelsync.config.options import (
     OPTIONS,
     Option,
     options_for,
+    required_for,
 )
 from parallelsync.errors import UsageError
 from parallelsync.mapping.config import MappingConfig, parse_mapping
@@ -135,6 +136,54 @@ def _file_value(opt: Option, value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where an option's value came from: `kind` is flag, env, file or default."""
+
+    kind: str
+    detail: str  # the flag, the variable, the config key; "" for a default
+
+    def describe(self) -> str:
+        if self.kind == "env":
+            return f"environment variable {self.detail}"
+        if self.kind == "file":
+            return f"config key {self.detail!r}"
+        return self.detail or "default"
+
+
+def resolve(
+    options: tuple[Option, ...],
+    cli: Mapping[str, Any],
+    env: Mapping[str, str],
+    file: Mapping[str, Any],
+) -> dict[str, tuple[Any, Origin]]:
+    """Each option's value by precedence (flag > environment > config file > default), with
+    where it came from; a value that does not parse is refused naming its origin."""
+    out: dict[str, tuple[Any, Origin]] = {}
+    for opt in options:
+        value: Any = cli.get(opt.name)
+        origin = Origin("flag", opt.flag)
+        if value is None:
+            for var in opt.env_vars:
+                if env.get(var):
+                    value, origin = env[var], Origin("env", var)
+                    break
+        if value is None and opt.name in file:
+            value, origin = _file_value(opt, file[opt.name]), Origin("file", opt.name)
+        if value is None:
+            out[opt.name] = (opt.default, Origin("default", ""))
+            continue
+        where = origin.describe()
+        try:
+            value = _bool(value) if opt.type is bool else opt.type(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}: {value!r} is not a valid {opt.type.__name__}") from None
+        if opt.choices and value not in opt.choices:
+            raise UsageError(f"{where}: {value!r} is not one of {', '.join(opt.choices)}")
+        out[opt.name] = (value, origin)
+    return out
+
+
 def merge(
     options: tuple[Option, ...],
     cli: Mapping[str, Any],
@@ -142,28 +191,7 @@ def merge(
     file: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Each option's value by precedence: flag > environment > config file > default."""
-    out: dict[str, Any] = {}
-    for opt in options:
-        value: Any = cli.get(opt.name)
-        origin = opt.flag
-        if value is None:
-            for var in opt.env_vars:
-                if env.get(var):
-                    value, origin = env[var], f"environment variable {var}"
-                    break
-        if value is None and opt.name in file:
-            value, origin = _file_value(opt, file[opt.name]), f"config key {opt.name!r}"
-        if value is None:
-            out[opt.name] = opt.default
-            continue
-        try:
-            value = _bool(value) if opt.type is bool else opt.type(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{origin}: {value!r} is not a valid {opt.type.__name__}") from None
-        if opt.choices and value not in opt.choices:
-            raise UsageError(f"{origin}: {value!r} is not one of {', '.join(opt.choices)}")
-        out[opt.name] = value
-    return out
+    return {name: value for name, (value, _) in resolve(options, cli, env, file).items()}
 
 
 def _require(values: Mapping[str, Any], name: str, what: str = "") -> None:
@@ -208,12 +236,11 @@ def build_config(
     check_file_keys(file)
     mapping = parse_mapping(file.pop("mapping", None))
     values = merge(options_for(command), cli, env, file)
-    _require(values, "source")
-    _require(values, "table")
-    if "target" in values:
-        _require(values, "target")
-        if not values["db"] and kind_of(str(values["target"])) == "mongodb":
-            values["db"] = uri_database(str(values["target"]))  # mongodb://host/shop
+    for opt in required_for(command):
+        _require(values, opt.name)
+    target = values.get("target")
+    if target and not values["db"] and kind_of(str(target)) == "mongodb":
+        values["db"] = uri_database(str(target))  # mongodb://host/shop
     if values.get("workers", 1) < 1:
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")
     if values.get("max_attempts", 1) < 1:
@@ -242,4 +269,13 @@ def build_copy_config(cli: Mapping[str, Any], env: Mapping[str, str] | None = No
     return build_config(COPY, cli, env)
 
 
-__all__ = ["OPTIONS", "CopyConfig", "build_config", "build_copy_config", "load_file", "merge"]
+__all__ = [
+    "OPTIONS",
+    "CopyConfig",
+    "Origin",
+    "build_config",
+    "build_copy_config",
+    "load_file",
+    "merge",
+    "resolve",
+]

@@ -46,6 +46,11 @@ class Option:
     commands: frozenset[str]
     choices: tuple[str, ...] | None = None
     env: tuple[str, ...] = ()  # extra environment variables, after PARALLELSYNC_<NAME>
+    # Commands that cannot run without it (their --help lists it under "required options").
+    required: frozenset[str] = frozenset()
+    # How `config show` masks the value: "connection" (a DSN or URI: its password becomes ***)
+    # or "value" (the whole value is a secret).
+    secret: str | None = None
 
     @property
     def flag(self) -> str:
@@ -63,6 +68,8 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PostgreSQL DSN (URI or key=value); the password may come from PGPASSWORD or ~/.pgpass",
         READS | {STATUS, SLOT, FOLLOW},  # status: optional, to show the jobs' slots
+        required=READS | {SLOT, FOLLOW},
+        secret="connection",
     ),
     Option(
         "table",
@@ -70,16 +77,26 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "source table as [schema.]table; quote mixed case: '\"Orders\"'",
         READS | {FOLLOW},
+        required=READS | {FOLLOW},
     ),
     Option(
         "target",
         str,
         None,
-        "MongoDB URI; file:DIR writes DIR/<collection>.bson (mongorestore format); "
-        "null: discards documents (benchmarks)",
+        "MongoDB URI; file:DIR writes DIR/<collection>.bson and .metadata.json (mongorestore "
+        "format); null: discards documents (benchmarks)",
         TARGETS,
+        required=TARGETS,
+        secret="connection",
     ),
-    Option("db", str, None, "target database", TARGETS),
+    Option(
+        "db",
+        str,
+        None,
+        "target database (default: the database named in a MongoDB --target URI)",
+        TARGETS,
+        required=frozenset({STATUS}),
+    ),
     Option("collection", str, None, "target collection (default: the table name)", TARGETS),
     Option("workers", int, 2, "worker processes", READS),
     Option(
@@ -96,6 +113,7 @@ OPTIONS: tuple[Option, ...] = (
         "copy: create this logical replication slot and record its consistent LSN; "
         "follow: the slot to stream",
         frozenset({COPY, FOLLOW}),
+        required=frozenset({FOLLOW}),
         env=("SLOTNAME",),
     ),
     Option(
@@ -269,3 +287,15 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 def options_for(command: str) -> tuple[Option, ...]:
     return tuple(o for o in OPTIONS if command in o.commands)
+
+
+def required_for(command: str) -> tuple[Option, ...]:
+    return tuple(o for o in OPTIONS if command in o.required)
+
+
+# The commands that take options from this table, in the order `config show --for` and the docs
+# list them; a command added to some option's `commands` joins at the end by itself.
+_ORDER = (COPY, PLAN, VERIFY, STATUS, SLOT)
+COMMANDS_WITH_OPTIONS = _ORDER + tuple(
+    sorted({c for o in OPTIONS for c in o.commands} - set(_ORDER))
+)

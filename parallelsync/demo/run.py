@@ -67,13 +67,18 @@ class Demo:
         return proc
 
 
-def run_demo(rows: int, workers: int, keep: bool, out: TextIO = sys.stdout) -> int:
+def run_demo(
+    rows: int, workers: int, keep: bool, out: TextIO = sys.stdout, *, print_env: bool = False
+) -> int:
+    """`print_env`: the demo's own output goes to stderr and stdout gets only the `export`
+    line of the kept servers, so `eval "$(parallelsync demo --keep --print-env)"` defines
+    $PG and $MONGO in the user's shell."""
     from parallelsync.demo.postgres import PostgresCluster, ServerError
     from parallelsync.demo.secantus import SecantusServer
 
     if rows < 20:
         raise UsageError(f"--rows must be at least 20, got {rows}")
-    demo = Demo(rows, workers, out)
+    demo = Demo(rows, workers, sys.stderr if print_env else out)
     pg, mongo = PostgresCluster(), SecantusServer()
     started = time.monotonic()
     try:
@@ -114,6 +119,8 @@ def run_demo(rows: int, workers: int, keep: bool, out: TextIO = sys.stdout) -> i
         )
         if keep:
             _keep(demo, pg, mongo, source, target)
+            if print_env:
+                print(export_line(source, target), file=out, flush=True)
         return EXIT_OK
     finally:
         if not keep:
@@ -155,6 +162,22 @@ def _keep(demo: Demo, pg: object, mongo: object, source: str, target: str) -> No
         f'  parallelsync status --target "$MONGO" --db {DB}\n'
         "stop them with: parallelsync demo --stop"
     )
+
+
+def export_line(source: str, target: str) -> str:
+    return f"export PG={shlex.quote(source)} MONGO={shlex.quote(target)}"
+
+
+def print_kept_env(out: TextIO = sys.stdout) -> int:
+    """`demo --print-env` without --keep: the variables of the servers a --keep demo left."""
+    if not STATE_FILE.exists():
+        raise UsageError(
+            f"no demo servers are running ({STATE_FILE} does not exist): start them with "
+            "`parallelsync demo --keep --print-env`"
+        )
+    state = json.loads(STATE_FILE.read_text())
+    print(export_line(state["source"], state["target"]), file=out)
+    return EXIT_OK
 
 
 def stop_kept(out: TextIO = sys.stdout) -> int:

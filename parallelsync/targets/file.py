@@ -2,9 +2,11 @@
 
 The same promises as a MongoDB target, on a file system: workers write one file per range in a
 hidden temp directory (a retried range truncates its own file, so nothing is written twice), and
-the finished file replaces `DIR/<collection>.bson` with one atomic `os.replace`. On failure the
-temp directory is removed and the old file stays as it was. Load it with
-`mongorestore --db DB --collection NAME DIR/<collection>.bson`.
+the finished file replaces `DIR/<collection>.bson` with one atomic `os.replace`, followed by
+`DIR/<collection>.metadata.json` (the indexes, targets/metadata.py). On failure the temp
+directory is removed and the old files stay as they were. Load it with
+`mongorestore --db DB --collection NAME DIR/<collection>.bson` (which reads the metadata file
+next to it and builds its indexes).
 
 Assembly streams: the first part becomes the output and every other part is appended to it and
 removed, so memory stays flat and the disk holds at most the output plus one part.
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from parallelsync.errors import LockedError, TargetError, UsageError
+from parallelsync.targets import metadata
 from parallelsync.targets.base import TEMP_MARKER, BaseTarget, IdFilter, Log, SinkSpec, TargetKind
 from parallelsync.transcode.batch import EncodedBatch
 
@@ -125,6 +128,7 @@ class FileTarget(BaseTarget):
         self.directory = target_dir(uri)
         self.collection = collection
         self.final = self.directory / f"{collection}.bson"
+        self.metadata = metadata.metadata_path(self.directory, collection)
         self.display = str(self.final)
         self._lock: tuple[int, Path, int] | None = None
         self._make_directory(uri)
@@ -206,6 +210,8 @@ class FileTarget(BaseTarget):
                 log(f"removed stale temp parts {parts.name} left by an earlier run")
 
     def prepare(self, temp: str) -> None:
+        # An unreadable old metadata file fails the run now, not after the whole copy.
+        metadata.secondary_indexes(self.metadata)
         # An empty table gives an empty file: the parts directory exists even without ranges.
         temp_dir(self.directory, temp).mkdir(exist_ok=True)
 
@@ -221,8 +227,16 @@ class FileTarget(BaseTarget):
     def final_count(self) -> int | None:
         return count_documents(self.final) if self.final.exists() else 0
 
+    def seal(self, temp: str) -> None:
+        """The new metadata file in the parts directory: `_id_` and the old file's indexes."""
+        doc = metadata.document(self.collection, metadata.secondary_indexes(self.metadata))
+        metadata.write(temp_dir(self.directory, temp) / "metadata.json.tmp", doc)
+
     def swap(self, temp: str, log: Log) -> None:
-        """Concatenate the range files and replace the final file atomically."""
+        """Concatenate the range files and replace the final file atomically, then the metadata.
+
+        Two renames, so a crash between them leaves the new data with the old metadata file:
+        the new one holds the old one's indexes plus `_id_`, so both describe the same indexes."""
         if not self._still_held():
             raise TargetError(
                 f"the lock file of {self.final} was removed or taken by another run before "
@@ -230,6 +244,9 @@ class FileTarget(BaseTarget):
             )
         parts = temp_dir(self.directory, temp)
         assembled = parts / "assembled.bson.tmp"
+        meta = parts / "metadata.json.tmp"
+        if not meta.exists():
+            self.seal(temp)
         try:
             with open(assembled, "ab") as out:
                 for part in sorted(parts.glob("*.bson")):
@@ -238,11 +255,12 @@ class FileTarget(BaseTarget):
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(assembled, self.final)
+            os.replace(meta, self.metadata)
         except OSError as exc:
             raise TargetError(f"writing {self.final} failed: {exc}; it is unchanged") from None
         finally:
             shutil.rmtree(parts, ignore_errors=True)
-        log(f"wrote {self.final}")
+        log(f"wrote {self.final} and {self.metadata.name}")
 
     def discard(self, temp: str) -> None:
         shutil.rmtree(temp_dir(self.directory, temp), ignore_errors=True)

@@ -13,11 +13,18 @@ from typing import Any
 
 import bson
 import psycopg
+import pytest
+from bson import json_util
 from bson.codec_options import CodecOptions
+from bson.json_util import CANONICAL_JSON_OPTIONS
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
+from parallelsync.targets import metadata
 from tests.integration.cli_helpers import run_cli
 
 OPTS: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
+FILES = ["items.bson", "items.metadata.json"]
 
 
 def file_args(pg_dsn: str, directory: Path, *extra: str) -> list[str]:
@@ -42,16 +49,18 @@ def test_file_target_writes_every_row_and_replaces_the_file_atomically(
     by_id = {d["_id"]: d for d in docs}
     assert by_id[7]["name"] == "item 7"
     assert by_id[7]["at"].isoformat() == "2024-01-01T07:00:00+00:00"
-    assert list(tmp_path.iterdir()) == [tmp_path / "items.bson"]  # no parts left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == FILES  # no parts left behind
 
-    # A failing run (an infinite timestamp under --infinity error) leaves the file as it was.
+    # A failing run (an infinite timestamp under --infinity error) leaves the files as they were.
     before = (tmp_path / "items.bson").read_bytes()
+    meta_before = (tmp_path / "items.metadata.json").read_bytes()
     pg_conn.execute("UPDATE items SET at = 'infinity' WHERE id = 2500")
     bad = run_cli(*file_args(pg_dsn, tmp_path, "--workers", "2", "--infinity", "error"))
     assert bad.rc == 7, bad.stderr
     assert "_id 2500" in bad.stderr
     assert (tmp_path / "items.bson").read_bytes() == before
-    assert list(tmp_path.iterdir()) == [tmp_path / "items.bson"]
+    assert (tmp_path / "items.metadata.json").read_bytes() == meta_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == FILES
 
 
 def test_file_target_directory_is_created_when_its_parent_exists(
@@ -110,4 +119,67 @@ def test_one_run_per_target_file_and_no_stale_lock_after_a_crash(
     assert "removed stale temp parts .items__psync_tmp_" in third.stderr
     assert third.json["rows"] == 4000
     assert len(bson.decode_all((out / "items.bson").read_bytes(), OPTS)) == 4000
-    assert sorted(p.name for p in out.iterdir()) == ["items.bson"]
+    assert sorted(p.name for p in out.iterdir()) == FILES
+
+
+def test_metadata_json_carries_the_indexes_and_recreates_them(
+    pg_conn: psycopg.Connection[Any],
+    pg_dsn: str,
+    tmp_path: Path,
+    mongo_db: Database[dict[str, Any]],
+) -> None:
+    pg_conn.execute("CREATE TABLE items (id int4 PRIMARY KEY, email text, city text, n int4)")
+    pg_conn.execute(
+        "INSERT INTO items SELECT g, 'u' || g || '@x', 'c' || (g % 7), g "
+        "FROM generate_series(1, 300) g"
+    )
+    first = run_cli(*file_args(pg_dsn, tmp_path, "--workers", "2"))
+    assert first.rc == 0, first.stderr
+    meta_file = tmp_path / "items.metadata.json"
+    text = meta_file.read_text()
+    # mongodump's canonical extended JSON: the numbers typed, as mongorestore reads them.
+    assert '"v": {"$numberInt": "2"}' in text and '"_id": {"$numberInt": "1"}' in text
+    assert json_util.loads(text) == {
+        "options": {},
+        "indexes": [{"v": 2, "key": {"_id": 1}, "name": "_id_"}],
+        "collectionName": "items",
+    }
+
+    # Indexes added to the metadata (as a MongoDB target's secondary indexes) survive a re-sync.
+    doc = json_util.loads(text)
+    doc["indexes"] += [
+        {"v": 2, "key": {"email": 1}, "name": "email_1", "unique": True},
+        {"v": 2, "key": {"city": 1, "n": -1}, "name": "city_n"},
+    ]
+    meta_file.write_text(json_util.dumps(doc, json_options=CANONICAL_JSON_OPTIONS))
+    pg_conn.execute("UPDATE items SET n = n + 1000 WHERE id = 5")
+    second = run_cli(*file_args(pg_dsn, tmp_path, "--collection", "items"))
+    assert second.rc == 0, second.stderr
+    meta = json_util.loads(meta_file.read_text())
+    assert [(ix["name"], list(ix["key"].items()), ix.get("unique")) for ix in meta["indexes"]] == [
+        ("_id_", [("_id", 1)], None),
+        ("email_1", [("email", 1)], True),
+        ("city_n", [("city", 1), ("n", -1)], None),
+    ]
+    docs = bson.decode_all((tmp_path / "items.bson").read_bytes(), OPTS)
+    assert {d["_id"]: d["n"] for d in docs}[5] == 1005
+
+    # What mongorestore does with the two files (there is no mongorestore binary here): insert
+    # the documents, then createIndexes with the metadata's index specs.
+    mongo_db["restored"].insert_many(docs)
+    mongo_db.command({"createIndexes": "restored", "indexes": metadata.indexes_for_create(meta)})
+    built = {ix["name"]: ix for ix in mongo_db["restored"].list_indexes()}
+    assert set(built) == {"_id_", "email_1", "city_n"}
+    assert list(built["city_n"]["key"].items()) == [("city", 1), ("n", -1)]
+    assert built["email_1"].get("unique") is True
+    with pytest.raises(DuplicateKeyError):
+        mongo_db["restored"].insert_one({"_id": 999, "email": "u1@x"})
+
+    # An unreadable metadata file is refused before the copy, and nothing is replaced.
+    before = (tmp_path / "items.bson").read_bytes()
+    meta_file.write_text('{"indexes": [{"name": "no_key"}]}')
+    bad = run_cli(*file_args(pg_dsn, tmp_path))
+    assert bad.rc == 4, bad.stderr
+    assert f"{meta_file} is not a metadata file mongorestore can read" in bad.stderr
+    assert (tmp_path / "items.bson").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == FILES
