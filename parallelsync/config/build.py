@@ -63,6 +63,7 @@ class CopyConfig:
     numeric: str = "string"
     infinity: str = "clamp"
     json_keys: str = "keep"
+    array_bounds: str = "drop"
     progress_seconds: float = 5.0
     verify: str = "count"
     resume: str | None = None

@@ -171,6 +171,15 @@ OPTIONS: tuple[Option, ...] = (
         choices=("keep", "replace", "error"),
     ),
     Option(
+        "array_bounds",
+        str,
+        "drop",
+        "arrays whose lower bound is not 1 ('[0:2]={1,2,3}'): drop the bounds (the elements "
+        "only), or keep them as {lower: [per dimension], values: [...]}",
+        WRITES,
+        choices=("drop", "keep"),
+    ),
+    Option(
         "verify",
         str,
         "count",

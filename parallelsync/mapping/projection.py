@@ -41,6 +41,8 @@ class ShapeOptions(Protocol):
     def numeric(self) -> str: ...
     @property
     def json_keys(self) -> str: ...
+    @property
+    def array_bounds(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,7 @@ def build_projection(table: TableInfo, cfg: ShapeOptions, *, spans: bool = False
         infinity=cfg.infinity,  # type: ignore[arg-type]
         numeric_fallback=cfg.numeric,  # type: ignore[arg-type]
         json_keys=cfg.json_keys,  # type: ignore[arg-type]
+        array_bounds=cfg.array_bounds,  # type: ignore[arg-type]
     )
     layout = Layout(tuple(nodes), len(exprs), options)
     id_is_key = tuple(id_cols) == tuple(key) and m.id_format != "string"
