@@ -51,6 +51,7 @@ class CopyConfig:
     workers: int = 2
     where: str | None = None
     slot: str | None = None
+    publication: str | None = None
     stats_collection: str = "parallelsync_jobs"
     key: tuple[str, ...] | None = None
     include_children: bool = False

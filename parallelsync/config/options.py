@@ -91,6 +91,14 @@ OPTIONS: tuple[Option, ...] = (
         env=("SLOTNAME",),
     ),
     Option(
+        "publication",
+        str,
+        None,
+        "with --slot: decode the table's changes through this existing publication (one the "
+        "table's owner created) instead of creating one; it is never dropped",
+        frozenset({COPY}),
+    ),
+    Option(
         "stats_collection",
         str,
         "parallelsync_jobs",

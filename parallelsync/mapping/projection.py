@@ -12,7 +12,7 @@ stop the run before anything is written. See docs/mapping.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import psycopg
@@ -54,6 +54,11 @@ class Projection:
     # range's bounds are bounds on `_id` too. False when mapping.id names other columns: then no
     # `_id` filter can select a range (job/checks.py), nor clear one on a resume.
     id_is_key: bool = True
+    # The key columns alone, encoded as the copy encodes them (types, overrides, modes) into
+    # {_id: {column: value, ...}}: how a changed row's key (text from the slot) gets the BSON
+    # types of the documents. Select it from a relation with the table's column names.
+    key_select: sql.Composable = field(default_factory=lambda: sql.SQL(""))
+    key_layout: Layout | None = None
 
 
 def choose_key(table: TableInfo, requested: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -268,7 +273,16 @@ def build_projection(table: TableInfo, cfg: ShapeOptions, *, spans: bool = False
     )
     layout = Layout(tuple(nodes), len(exprs), options)
     id_is_key = tuple(id_cols) == tuple(key) and m.id_format != "string"
-    return Projection(sql.SQL(", ").join(exprs), layout, key, id_is_key)
+    key_cols = [column(k) for k in key]
+    key_layout = Layout(
+        (DocNode("_id", tuple(FieldNode(c.name, i, codec(c)) for i, c in enumerate(key_cols))),),
+        len(key_cols),
+        options,
+    )
+    key_select = sql.SQL(", ").join(table.select_expr(c) for c in key_cols)
+    return Projection(
+        sql.SQL(", ").join(exprs), layout, key, id_is_key, key_select, key_layout if key else None
+    )
 
 
 def check_projection(pg: psycopg.Connection[Any], table: TableInfo, proj: Projection) -> None:
