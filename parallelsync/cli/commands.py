@@ -84,3 +84,18 @@ def run_plan(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
             where = f"{'.'.join(d['relation'])}: {where}"
         print(f"{d['id']:>5}  {d['estimated_rows']:>14,}  {where}")
     return EXIT_OK
+
+
+def run_follow(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
+    from parallelsync.job.follow import run_follow as follow
+
+    result = follow(cfg)
+    if as_json:
+        print_json(result.as_json())
+    else:
+        print(
+            f"{result.status}: {result.transactions:,} transactions, {result.changes:,} changes "
+            f"applied ({result.skipped:,} already applied skipped), from {result.start_lsn} to "
+            f"{result.applied_lsn} in {result.seconds:.1f} s; {result.reason}"
+        )
+    return EXIT_OK

@@ -27,6 +27,7 @@ COMMANDS = {
     "status": "list the job documents of a target, newest first",
     "demo": "run the main job end to end on throwaway PostgreSQL and SecantusDB servers",
     "slot": "list the source's logical replication slots and the WAL each retains, or drop one",
+    "follow": "apply the table's changes from a copy's slot to the collection (change capture)",
 }
 
 
@@ -144,7 +145,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from parallelsync.cli import commands
 
     cfg = build_config(args.command, cli)
-    run = {"copy": commands.run_copy, "plan": commands.run_plan, "verify": commands.run_verify}
+    run = {"copy": commands.run_copy, "plan": commands.run_plan, "verify": commands.run_verify,
+           "follow": commands.run_follow}  # fmt: skip
     return run[args.command](cfg, as_json=args.json, debug=args.debug)
 
 

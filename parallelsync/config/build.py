@@ -51,7 +51,7 @@ class CopyConfig:
     workers: int = 2
     where: str | None = None
     slot: str | None = None
-    publication: str | None = None
+    publication: str | None = None  # copy --slot and follow
     stats_collection: str = "parallelsync_jobs"
     key: tuple[str, ...] | None = None
     include_children: bool = False
@@ -75,6 +75,8 @@ class CopyConfig:
     require_snapshot_consistency: bool = False
     stall_seconds: float = DEFAULT_STALL_S
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_S
+    stop_at_end: bool = False  # follow
+    idle_exit: float | None = None  # follow
     # The `[mapping]` table of the config file (file only: it is structured).
     mapping: MappingConfig = field(default_factory=MappingConfig)
     command: str = COPY
@@ -213,7 +215,7 @@ def build_config(
         _require(values, "target")
         if not values["db"] and kind_of(str(values["target"])) == "mongodb":
             values["db"] = uri_database(str(values["target"]))  # mongodb://host/shop
-    if values["workers"] < 1:
+    if values.get("workers", 1) < 1:
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")
     if values.get("max_attempts", 1) < 1:
         raise UsageError(f"--max-attempts must be at least 1, got {values['max_attempts']}")
@@ -222,11 +224,11 @@ def build_config(
             raise UsageError(
                 f"{BY_NAME[name].flag} must be 0 (off) or more seconds, got {values[name]}"
             )
-    if values["ranges_per_worker"] < 1:
+    if values.get("ranges_per_worker", 1) < 1:
         raise UsageError("--ranges-per-worker must be at least 1")
     if values.get("batch_rows", 1) < 1 or values.get("batch_bytes", 1024) < 1024:
         raise UsageError("--batch-rows must be >= 1 and --batch-bytes >= 1024")
-    key = values["key"]
+    key = values.get("key")
     values["key"] = tuple(k.strip() for k in key.split(",") if k.strip()) if key else None
     values["db"] = values.get("db") or ""
     if not values.get("collection"):

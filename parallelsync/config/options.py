@@ -29,9 +29,12 @@ DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 DEFAULT_STALL_S = 60.0
 
 COPY, PLAN, VERIFY, STATUS, SLOT = "copy", "plan", "verify", "status", "slot"
+FOLLOW = "follow"
 READS = frozenset({COPY, PLAN, VERIFY})  # commands that read the source table
 WRITES = frozenset({COPY, VERIFY})  # commands that run workers and produce documents
-TARGETS = frozenset({COPY, VERIFY, STATUS})  # commands that talk to the target
+TARGETS = frozenset({COPY, VERIFY, STATUS, FOLLOW})  # commands that talk to the target
+# Options that shape documents: follow must write exactly what the copy wrote.
+SHAPES = WRITES | {FOLLOW}
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,14 @@ OPTIONS: tuple[Option, ...] = (
         str,
         None,
         "PostgreSQL DSN (URI or key=value); the password may come from PGPASSWORD or ~/.pgpass",
-        READS | {STATUS, SLOT},  # status: optional, to show the jobs' slots
+        READS | {STATUS, SLOT, FOLLOW},  # status: optional, to show the jobs' slots
     ),
     Option(
-        "table", str, None, "source table as [schema.]table; quote mixed case: '\"Orders\"'", READS
+        "table",
+        str,
+        None,
+        "source table as [schema.]table; quote mixed case: '\"Orders\"'",
+        READS | {FOLLOW},
     ),
     Option(
         "target",
@@ -86,31 +93,33 @@ OPTIONS: tuple[Option, ...] = (
         "slot",
         str,
         None,
-        "create this logical replication slot and record its consistent LSN",
-        frozenset({COPY}),
+        "copy: create this logical replication slot and record its consistent LSN; "
+        "follow: the slot to stream",
+        frozenset({COPY, FOLLOW}),
         env=("SLOTNAME",),
     ),
     Option(
         "publication",
         str,
         None,
-        "with --slot: decode the table's changes through this existing publication (one the "
-        "table's owner created) instead of creating one; it is never dropped",
-        frozenset({COPY}),
+        "copy --slot: decode the table's changes through this existing publication (one the "
+        "table's owner created) instead of creating one, never dropped; follow: the publication "
+        "to stream (default: the slot's name)",
+        frozenset({COPY, FOLLOW}),
     ),
     Option(
         "stats_collection",
         str,
         "parallelsync_jobs",
-        "collection for job statistics in the target database",
-        frozenset({COPY, STATUS}),
+        "collection for job statistics (and follow checkpoints) in the target database",
+        frozenset({COPY, STATUS, FOLLOW}),
     ),
     Option(
         "key",
         str,
         None,
         "comma-separated unique columns to use instead of the primary key",
-        READS,
+        READS | {FOLLOW},
     ),
     Option(
         "include_children",
@@ -142,7 +151,7 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "null",
         "NULL columns become null, or are omitted",
-        WRITES,
+        SHAPES,
         choices=("null", "omit"),
     ),
     Option(
@@ -150,7 +159,7 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "binary",
         "uuid as BSON binary subtype 4 or as a string",
-        WRITES,
+        SHAPES,
         choices=("binary", "string"),
     ),
     Option(
@@ -158,7 +167,7 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "string",
         "numeric values beyond Decimal128's 34 digits",
-        WRITES,
+        SHAPES,
         choices=("string", "double", "decimal"),
     ),
     Option(
@@ -167,7 +176,7 @@ OPTIONS: tuple[Option, ...] = (
         "clamp",
         "±infinity dates/timestamps: clamp (to 0001-01-01 / 9999-12-31T23:59:59.999), "
         "clamp-int64 (the int64 ms limits), null, string, error",
-        WRITES,
+        SHAPES,
         choices=("clamp", "clamp-int64", "null", "string", "error"),
     ),
     Option(
@@ -175,7 +184,7 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "keep",
         "json keys starting with $ or containing .",
-        WRITES,
+        SHAPES,
         choices=("keep", "replace", "error"),
     ),
     Option(
@@ -215,7 +224,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         5.0,
         "seconds between progress lines when stderr is not a terminal",
-        WRITES,
+        WRITES | {FOLLOW},
     ),
     Option(
         "max_attempts",
@@ -263,6 +272,13 @@ OPTIONS: tuple[Option, ...] = (
         choices=("fail", "skip"),
     ),
 )
+
+OPTIONS += (
+    Option("stop_at_end", bool, False, "apply the changes up to the WAL position current at the "
+           "start, then exit", frozenset({FOLLOW})),
+    Option("idle_exit", float, None, "exit when no change came for this many seconds",
+           frozenset({FOLLOW})),
+)  # fmt: skip
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 

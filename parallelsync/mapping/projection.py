@@ -54,6 +54,10 @@ class Projection:
     # range's bounds are bounds on `_id` too. False when mapping.id names other columns: then no
     # `_id` filter can select a range (job/checks.py), nor clear one on a resume.
     id_is_key: bool = True
+    # Per SELECT expression: the column it reads as is (after a `[mapping.types]` override, which
+    # may add a cast), or None for a computed one (ctid, a string _id). Change capture builds
+    # these values from the change stream's row (cdc/documents.py).
+    sources: tuple[Column | None, ...] = ()
     # The key columns alone, encoded as the copy encodes them (types, overrides, modes) into
     # {_id: {column: value, ...}}: how a changed row's key (text from the slot) gets the BSON
     # types of the documents. Select it from a relation with the table's column names.
@@ -203,6 +207,7 @@ def build_projection(table: TableInfo, cfg: ShapeOptions, *, spans: bool = False
     renames = m.field_map()
     cols_by_name = {c.name: c for c in table.columns}
     exprs: list[sql.Composable] = []
+    sources: list[Column | None] = []
     nodes: list[Node] = []
 
     def column(name: str) -> Column:
@@ -214,6 +219,7 @@ def build_projection(table: TableInfo, cfg: ShapeOptions, *, spans: bool = False
 
     def add(col: Column) -> int:
         exprs.append(table.select_expr(col))
+        sources.append(col)
         return len(exprs) - 1
 
     if not id_cols:
@@ -226,14 +232,17 @@ def build_projection(table: TableInfo, cfg: ShapeOptions, *, spans: bool = False
             # {rel, ctid}: the relation's name (as the reading session's search_path shows it)
             # and the int64 ctid, unique across the relations read.
             exprs += [sql.SQL("tableoid::regclass::text"), sql.SQL("ctid")]
+            sources += [None, None]
             rel_ctid = (FieldNode("rel", 0, Codec("text")), FieldNode("ctid", 1, Codec("tid")))
             nodes.append(DocNode("_id", rel_ctid))
         else:
             exprs.append(sql.SQL("ctid"))
+            sources.append(None)
             nodes.append(FieldNode("_id", 0, Codec("tid")))
     elif m.id_format == "string":
         parts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in id_cols)
         exprs.append(sql.SQL("concat_ws({}, {})").format(sql.Literal(m.id_separator), parts))
+        sources.append(None)
         nodes.append(FieldNode("_id", 0, Codec("text")))
     elif len(id_cols) == 1:
         col = column(id_cols[0])
@@ -281,8 +290,9 @@ def build_projection(table: TableInfo, cfg: ShapeOptions, *, spans: bool = False
     )
     key_select = sql.SQL(", ").join(table.select_expr(c) for c in key_cols)
     return Projection(
-        sql.SQL(", ").join(exprs), layout, key, id_is_key, key_select, key_layout if key else None
-    )
+        sql.SQL(", ").join(exprs), layout, key, id_is_key, tuple(sources), key_select,
+        key_layout if key else None,
+    )  # fmt: skip
 
 
 def check_projection(pg: psycopg.Connection[Any], table: TableInfo, proj: Projection) -> None:

@@ -1,0 +1,362 @@
+"""`parallelsync follow`: keep a copied collection in step with its table from the copy's slot.
+
+Order of a transaction (docs/architecture.md, "Change capture"): its writes are acknowledged by
+MongoDB, THEN its commit end LSN is stored in the follow checkpoint document, THEN that LSN is
+confirmed to PostgreSQL (`flush_lsn`). A crash between two steps loses nothing: the slot still
+holds what was not confirmed, and a restart skips what the checkpoint says is applied. The start
+position is the largest of the slot's confirmed position, the checkpoint, and the consistent
+LSN of the copy that made the slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from parallelsync.cdc.apply import Applier, check_columns, columns_of
+from parallelsync.cdc.decode import decode
+from parallelsync.cdc.documents import RowEncoder, check_followable
+from parallelsync.cdc.peek import flush_position
+from parallelsync.cdc.slots import list_slots
+from parallelsync.cdc.stream import (
+    BINARY_SINCE,
+    Keepalive,
+    ReplicationStream,
+    format_lsn,
+    parse_lsn,
+)
+from parallelsync.config import CopyConfig
+from parallelsync.errors import SourceError, UsageError
+from parallelsync.mapping.projection import Projection, build_projection
+from parallelsync.source.catalog import TableInfo, resolve_table
+from parallelsync.source.connect import connect
+from parallelsync.source.snapshot import check_logical, check_slot_name
+from parallelsync.targets import check_target, kind_of
+from parallelsync.targets.mongodb.follow_state import FollowState, latest_copy
+from parallelsync.targets.mongodb.target import MongoTarget
+
+# How long one read waits before the loop looks at signals, deadlines and idle positions.
+POLL_S = 0.5
+# An idle keepalive position is stored (one MongoDB write) at most this often.
+IDLE_STORE_S = 1.0
+
+
+@dataclass
+class FollowResult:
+    status: str = "FAILED"  # FINISHED (reached the end / idle exit), STOPPED (signal), FAILED
+    reason: str = ""
+    slot: str = ""
+    start_lsn: str = ""
+    applied_lsn: str = ""
+    end_lsn: str | None = None
+    transactions: int = 0
+    changes: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
+
+
+@dataclass(frozen=True)
+class Prepared:
+    table: TableInfo
+    projection: Projection
+    publication: str
+    confirmed_lsn: int
+    end_lsn: int | None
+
+
+def _preflight(cfg: CopyConfig) -> Prepared:
+    if not cfg.slot:
+        raise UsageError("--slot is required: the slot a `copy --slot NAME` made")
+    check_slot_name(cfg.slot)
+    if cfg.stop_at_end and cfg.idle_exit is not None:
+        raise UsageError("--stop-at-end and --idle-exit exclude each other: choose one")
+    if cfg.idle_exit is not None and cfg.idle_exit <= 0:
+        raise UsageError(f"--idle-exit must be more than 0 seconds, got {cfg.idle_exit}")
+    if kind_of(cfg.target) != "mongodb":
+        raise UsageError("follow writes into MongoDB: --target must be a MongoDB URI")
+    check_target(
+        cfg.target, cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection
+    )
+    publication = cfg.publication or cfg.slot
+    with connect(cfg.source, autocommit=True) as conn:
+        check_logical(conn)
+        if conn.info.server_version < BINARY_SINCE:
+            raise SourceError(
+                "follow needs PostgreSQL 14 or later (pgoutput's binary values are what make a "
+                f"followed document the copy's bytes); the source is {conn.info.server_version}"
+            )
+        table = resolve_table(conn, cfg.table)
+        proj = _projection(cfg, table)
+        _check_identity(conn, table, proj)
+        confirmed = _check_slot(conn, cfg.slot)
+        _check_publication(conn, publication, table)
+        end = parse_lsn(flush_position(conn) or "0/0") if cfg.stop_at_end else None
+    return Prepared(table, proj, publication, confirmed, end)
+
+
+def _projection(cfg: CopyConfig, table: TableInfo) -> Projection:
+    if table.relkind != "r":
+        raise UsageError(
+            f"{table.display} is not a plain table: follow reads the changes of one plain table "
+            "(partitioned tables and views are not followed yet)"
+        )
+    if not table.primary_key and not cfg.key:
+        raise UsageError(f"{table.display} has no primary key: follow needs one to find documents")
+    proj = build_projection(table, cfg)
+    check_followable(proj)
+    return proj
+
+
+def _check_identity(conn: psycopg.Connection[Any], table: TableInfo, proj: Projection) -> None:
+    """A delete carries the replica identity's columns only: `_id` must be built from them."""
+    row = conn.execute("SELECT relreplident FROM pg_class WHERE oid = %s", (table.oid,)).fetchone()
+    ident = str(row[0]) if row else "d"
+    id_cols = set(_id_columns(proj))
+    if ident == "f" or (ident == "d" and id_cols <= set(table.primary_key)):
+        return
+    raise UsageError(
+        f"the documents' _id is built from {', '.join(sorted(id_cols))}, but deletes of "
+        f"{table.display} carry only its replica identity ({_IDENT.get(ident, ident)}): "
+        f"ALTER TABLE {table.display} REPLICA IDENTITY FULL, or copy with the primary key as _id"
+    )
+
+
+_IDENT = {"d": "the primary key", "n": "nothing", "i": "an index"}
+
+
+def _id_columns(proj: Projection) -> Iterator[str]:
+    from parallelsync.transcode.model import DocNode, FieldNode, Node
+
+    def walk(node: Node) -> Iterator[int]:
+        if isinstance(node, FieldNode):
+            yield node.column
+        elif isinstance(node, DocNode):
+            for child in node.children:
+                yield from walk(child)
+
+    for col in walk(proj.layout.nodes[0]):
+        src = proj.sources[col]
+        if src is not None:
+            yield src.name
+
+
+def _check_slot(conn: psycopg.Connection[Any], slot: str) -> int:
+    found = list_slots(conn, [slot])
+    if not found:
+        raise SourceError(
+            f"replication slot {slot!r} does not exist: run `parallelsync copy ... --slot {slot}` "
+            "first (it creates the slot at the copy's snapshot)"
+        )
+    info = found[0]
+    if info.plugin != "pgoutput":
+        raise SourceError(f"replication slot {slot!r} uses {info.plugin}, follow reads pgoutput")
+    if info.in_use:
+        who = info.active_pid or info.held_by
+        raise SourceError(
+            f"replication slot {slot!r} is in use (process {who}): another follow or a running "
+            "copy reads it; stop that first"
+        )
+    return parse_lsn(info.confirmed_flush_lsn or "0/0")
+
+
+def _check_publication(conn: psycopg.Connection[Any], name: str, table: TableInfo) -> None:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %s), "
+        "EXISTS (SELECT 1 FROM pg_publication_tables "
+        "        WHERE pubname = %s AND schemaname = %s AND tablename = %s)",
+        (name, name, table.schema, table.name),
+    ).fetchone()
+    exists, has_table = (bool(row[0]), bool(row[1])) if row else (False, False)
+    if not exists:
+        raise SourceError(
+            f"publication {name!r} does not exist: `copy --slot` creates it under the slot's "
+            "name (for a table with a primary key, when the role may create publications); "
+            "name an existing one with --publication"
+        )
+    if not has_table:
+        raise SourceError(
+            f"publication {name!r} does not publish {table.display}: ALTER PUBLICATION {name} "
+            f"ADD TABLE {table.display}, or name another with --publication"
+        )
+
+
+class _Stop:
+    """SIGINT/SIGTERM: stop after the transaction in flight."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+@contextmanager
+def _signals(stop: _Stop) -> Iterator[None]:
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def run_follow(cfg: CopyConfig, log: Callable[[str], None] | None = None) -> FollowResult:
+    log = log or (lambda m: print(f"parallelsync: {m}", file=sys.stderr, flush=True))
+    prepared = _preflight(cfg)
+    assert cfg.slot is not None
+    target = MongoTarget(cfg.target, cfg.db, cfg.collection, cfg.stats_collection)
+    result = FollowResult(slot=cfg.slot)
+    job_id = f"follow-{uuid.uuid4().hex[:12]}"
+    stop = _Stop()
+    t0 = time.monotonic()
+    target.lock(job_id, resume=False)
+    try:
+        with _signals(stop):
+            _follow(cfg, prepared, target, job_id, result, stop, log)
+    finally:
+        target.unlock()
+        target.client.close()
+        result.seconds = round(time.monotonic() - t0, 3)
+    return result
+
+
+def _start_position(
+    cfg: CopyConfig, prepared: Prepared, state: FollowState, target: MongoTarget
+) -> tuple[int, str | None, list[tuple[str, int]]]:
+    assert cfg.slot is not None
+    copy = latest_copy(target.db[cfg.stats_collection], cfg.db, cfg.collection, cfg.slot)
+    copy_job = None if copy is None else str(copy["_id"])
+    start = prepared.confirmed_lsn
+    if copy is not None:
+        start = max(start, parse_lsn((copy.get("snapshot") or {}).get("consistent_lsn") or "0/0"))
+    saved = state.load()
+    shape = columns_of(prepared.table)
+    # A checkpoint counts only for the copy it continues: a new copy starts a new history.
+    if saved and saved.get("slot") == cfg.slot and saved.get("copy_job") == copy_job:
+        start = max(start, int(saved.get("applied_lsn_int") or 0))
+        if saved.get("columns"):
+            shape = [(str(n), int(t)) for n, t in saved["columns"]]
+    return start, copy_job, shape
+
+
+def _follow(
+    cfg: CopyConfig,
+    prepared: Prepared,
+    target: MongoTarget,
+    job_id: str,
+    result: FollowResult,
+    stop: _Stop,
+    log: Callable[[str], None],
+) -> None:
+    assert cfg.slot is not None
+    table = prepared.table
+    state = FollowState(target.db[cfg.stats_collection], cfg.db, cfg.collection)
+    start, copy_job, shape = _start_position(cfg, prepared, state, target)
+    # A change of the table between two runs shows in the catalog even when no change of the
+    # new shape is in the stream yet.
+    check_columns(table, columns_of(table), shape, "the table now")
+    result.start_lsn = result.applied_lsn = format_lsn(start)
+    result.end_lsn = None if prepared.end_lsn is None else format_lsn(prepared.end_lsn)
+    state.start({
+        "job_id": job_id, "slot": cfg.slot, "publication": prepared.publication,
+        "copy_job": copy_job, "source": {"schema": table.schema, "table": table.name},
+        "target": {"db": cfg.db, "collection": cfg.collection}, "start_lsn": result.start_lsn,
+        "columns": [list(c) for c in shape], "error": None,
+    })  # fmt: skip
+    stream = ReplicationStream(
+        cfg.source,
+        cfg.slot,
+        prepared.publication,
+        application_name=f"parallelsync follow {cfg.slot}",
+    )
+    encoder = RowEncoder(prepared.projection, [c.name for c in table.columns])
+    applier = Applier(table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape)
+    seen = start  # the furthest position the stream has shown
+    last_change = last_store = last_log = time.monotonic()
+
+    def checkpoint(lsn: int) -> None:
+        nonlocal last_store
+        t = applier.totals
+        state.store(format_lsn(lsn), lsn, {"transactions": t.transactions, "changes": t.changes})
+        stream.confirm(lsn)  # only after MongoDB holds the checkpoint
+        result.applied_lsn = format_lsn(lsn)
+        last_store = time.monotonic()
+
+    try:
+        stream.open(start)
+        log(
+            f"following {table.display} -> {target.display} from {format_lsn(start)} "
+            f"(slot {cfg.slot})"
+        )
+        while True:
+            msg = stream.read(POLL_S)
+            idle = not applier.in_transaction
+            if isinstance(msg, Keepalive):
+                seen = max(seen, msg.end)
+            elif msg is not None:
+                seen = max(seen, msg.start)
+                commit = applier.feed(decode(msg.payload))
+                if commit is not None:
+                    checkpoint(commit.end_lsn)
+                    seen = max(seen, commit.end_lsn)
+                    last_change = time.monotonic()
+                idle = not applier.in_transaction
+            now = time.monotonic()
+            if (
+                idle
+                and seen > applier.checkpoint
+                and (now - last_store >= IDLE_STORE_S or prepared.end_lsn is not None)
+            ):
+                # Nothing received is unapplied: the position the server showed is applied.
+                applier.checkpoint = seen
+                checkpoint(seen)
+            if now - last_log >= cfg.progress_seconds:
+                t = applier.totals
+                log(f"follow: {t.transactions} transactions, {t.changes} changes applied, at "
+                    f"{format_lsn(applier.checkpoint)}")  # fmt: skip
+                last_log = now
+            if not idle:
+                continue
+            if stop.requested:
+                result.status, result.reason = "STOPPED", "stopped by a signal"
+                break
+            if prepared.end_lsn is not None:
+                if applier.checkpoint >= prepared.end_lsn:
+                    result.status, result.reason = "FINISHED", "reached the end position"
+                    break
+                if msg is None:
+                    stream.send_status(reply=True)  # ask for the server's position
+            if cfg.idle_exit is not None and now - last_change >= cfg.idle_exit:
+                result.status, result.reason = "FINISHED", f"idle for {cfg.idle_exit:g} s"
+                break
+    except BaseException as exc:
+        result.status, result.reason = "FAILED", str(exc)
+        _totals(result, applier)
+        with contextlib.suppress(Exception):  # the error itself is what the user must see
+            state.finish("FAILED", {"error": str(exc)})
+        raise
+    finally:
+        stream.close()
+    _totals(result, applier)
+    state.finish(result.status, {"reason": result.reason})
+    log(f"follow {result.status.lower()}: {result.reason}; {result.transactions} transactions, "
+        f"{result.changes} changes applied, at {result.applied_lsn}")  # fmt: skip
+
+
+def _totals(result: FollowResult, applier: Applier) -> None:
+    t = applier.totals
+    result.transactions, result.changes, result.skipped = t.transactions, t.changes, t.skipped
