@@ -105,3 +105,17 @@ def hold_until_released(**_: Any) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the test never released the job held at {directory}")
         time.sleep(0.05)
+
+
+SQL_ENV = "PSYNC_TEST_SQL"  # statements to run, separated by ";"
+SQL_DSN_ENV = "PSYNC_TEST_SQL_DSN"  # as whom (default: the copy's own source DSN)
+
+
+def run_sql(source: str, **_: Any) -> None:
+    """Change the source after the snapshot (before_workers): rows the copy does not see, which
+    the slot records. Runs in one transaction, so a test can change two tables in one."""
+    with psycopg.connect(os.environ.get(SQL_DSN_ENV) or source, autocommit=False) as conn:
+        for statement in os.environ[SQL_ENV].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.commit()

@@ -27,9 +27,13 @@ from parallelsync.transcode.encoder import DocumentEncoder
 KEY_CHUNK = 5_000
 
 
-def _chunks(keys: list[tuple[str | None, ...]]) -> Iterator[list[tuple[str | None, ...]]]:
+def chunks(keys: list[tuple[str | None, ...]]) -> Iterator[list[tuple[str | None, ...]]]:
     for i in range(0, len(keys), KEY_CHUNK):
         yield keys[i : i + KEY_CHUNK]
+
+
+def sorted_keys(changes: KeyChanges) -> list[tuple[str | None, ...]]:
+    return sorted(changes.keys, key=lambda t: tuple("" if v is None else v for v in t))
 
 
 def _unnest(
@@ -39,16 +43,18 @@ def _unnest(
         sql.SQL("{}::text[]").format(sql.Literal([k[i] for k in keys])) for i in range(len(key))
     )
     names = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(len(key)))
-    return sql.SQL("unnest({}) AS u({})").format(arrays, names)
+    return sql.SQL("unnest({}) WITH ORDINALITY AS u({}, n)").format(arrays, names)
 
 
-def _key_rows(
+def key_rows(
     table: TableInfo, key: tuple[str, ...], keys: list[tuple[str | None, ...]]
 ) -> sql.Composable:
-    """A relation with the table's column names: key columns from the keys, the rest NULL.
+    """A relation with the table's column names: key columns from the keys, the rest NULL, one
+    row per key in the order of `keys`.
 
     Running the copy's own SELECT list over it yields, through the transcoder, the `_id` each key
-    had in the temp collection, whatever the mapping does to build `_id`."""
+    had in the temp collection, whatever the mapping does to build `_id`; the projection's key
+    SELECT yields the key values with the documents' types (changed_rows.py)."""
     cols = []
     for col in table.columns:
         typ = sql.SQL(col.type_sql)
@@ -59,12 +65,12 @@ def _key_rows(
         else:
             src = sql.SQL("NULL::{}").format(typ)
         cols.append(sql.SQL("{} AS {}").format(src, sql.Identifier(col.name)))
-    return sql.SQL("(SELECT {} FROM {}) AS {}").format(
+    return sql.SQL("(SELECT {} FROM {} ORDER BY u.n) AS {}").format(
         sql.SQL(", ").join(cols), _unnest(table, key, keys), sql.Identifier(table.name)
     )
 
 
-def _documents(
+def documents(
     conn: psycopg.Connection[Any], query: str, encoder: DocumentEncoder, dsn: str
 ) -> list[bytes]:
     docs: list[bytes] = []
@@ -102,14 +108,12 @@ def apply_changes(
         for i, k in enumerate(key)
     )
     delta = 0
-    for chunk in _chunks(
-        sorted(changes.keys, key=lambda t: tuple("" if v is None else v for v in t))
-    ):
+    for chunk in chunks(sorted_keys(changes)):
         ids_q = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT BINARY)").format(
-            proj.select_list, _key_rows(table, key, chunk)
+            proj.select_list, key_rows(table, key, chunk)
         )
         ids = [
-            RawBSONDocument(d)["_id"] for d in _documents(conn, ids_q.as_string(None), encoder, dsn)
+            RawBSONDocument(d)["_id"] for d in documents(conn, ids_q.as_string(None), encoder, dsn)
         ]
         rows_q = sql.SQL(
             "COPY (SELECT {} FROM {} WHERE {} IN (SELECT {} FROM {}) AND {}) "
@@ -117,6 +121,6 @@ def apply_changes(
         ).format(
             proj.select_list, relation or table.ident, lhs, typed, _unnest(table, key, chunk), cond
         )
-        docs = _documents(conn, rows_q.as_string(None), encoder, dsn)
+        docs = documents(conn, rows_q.as_string(None), encoder, dsn)
         delta += target.replace(temp, ids, docs)
     return len(changes.keys), delta

@@ -14,10 +14,16 @@ from parallelsync.cdc.pgoutput import KeyChanges, KeyCollector
 
 
 def changed_keys(
-    conn: psycopg.Connection[Any], slot: str, upto_lsn: str, publication: str, key: tuple[str, ...]
+    conn: psycopg.Connection[Any],
+    slot: str,
+    upto_lsn: str,
+    publication: str,
+    key: tuple[str, ...],
+    relids: frozenset[int],
 ) -> KeyChanges:
-    """Keys of rows changed by transactions committed before `upto_lsn` (peeked, not consumed)."""
-    collector = KeyCollector(key)
+    """Keys of rows changed by transactions committed before `upto_lsn` (peeked, not consumed),
+    in the relations `relids` only: a publication may cover other tables too."""
+    collector = KeyCollector(key, relids)
     cur = conn.cursor(name="ps_peek") if not conn.autocommit else conn.cursor()
     cur.execute(
         "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, NULL, "

@@ -56,12 +56,19 @@ def _tuple(buf: bytes, pos: int) -> tuple[list[str | None], int]:
 
 
 class KeyCollector:
-    """Feed pgoutput messages; collects the key of every changed row of the published table."""
+    """Feed pgoutput messages; collects the key of every changed row of the relations `relids`
+    (the copied table, its partitions or the children it reads). A publication may cover other
+    tables, and one transaction may change several: their rows are not the table's."""
 
-    def __init__(self, key: tuple[str, ...]) -> None:
+    def __init__(self, key: tuple[str, ...], relids: frozenset[int]) -> None:
         self.key = key
+        self.relids = relids
         self.relations: dict[int, Relation] = {}
         self.changes = KeyChanges()
+
+    def _add(self, relid: int, values: list[str | None]) -> None:
+        if relid in self.relids:
+            self.changes.keys.add(self._key_of(relid, values))
 
     def _key_of(self, relid: int, values: list[str | None]) -> tuple[str | None, ...]:
         rel = self.relations[relid]
@@ -88,19 +95,21 @@ class KeyCollector:
         elif kind == b"I":
             (relid,) = _U32(msg, 1)
             values, _ = _tuple(msg, 6)  # after relid and the 'N' marker
-            self.changes.keys.add(self._key_of(relid, values))
+            self._add(relid, values)
         elif kind == b"U":
             (relid,) = _U32(msg, 1)
             pos = 5
             if msg[pos : pos + 1] in (b"K", b"O"):
                 old, pos = _tuple(msg, pos + 1)
-                self.changes.keys.add(self._key_of(relid, old))
+                self._add(relid, old)
             new, _ = _tuple(msg, pos + 1)
-            self.changes.keys.add(self._key_of(relid, new))
+            self._add(relid, new)
         elif kind == b"D":
             (relid,) = _U32(msg, 1)
             old, _ = _tuple(msg, 6)
-            self.changes.keys.add(self._key_of(relid, old))
+            self._add(relid, old)
         elif kind == b"T":
-            self.changes.truncated = True
+            (nrels,) = _U32(msg, 1)  # then one byte of options, then the relids
+            truncated = {_U32(msg, 6 + 4 * i)[0] for i in range(nrels)}
+            self.changes.truncated = self.changes.truncated or bool(truncated & self.relids)
         # B (begin), C (commit), O (origin), Y (type), M (message): nothing to collect

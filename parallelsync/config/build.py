@@ -52,6 +52,7 @@ class CopyConfig:
     workers: int = 2
     where: str | None = None
     slot: str | None = None
+    publication: str | None = None  # copy --slot and follow
     stats_collection: str = "parallelsync_jobs"
     key: tuple[str, ...] | None = None
     include_children: bool = False
@@ -64,6 +65,7 @@ class CopyConfig:
     numeric: str = "string"
     infinity: str = "clamp"
     json_keys: str = "keep"
+    array_bounds: str = "drop"
     progress_seconds: float = 5.0
     verify: str = "count"
     resume: str | None = None
@@ -74,7 +76,6 @@ class CopyConfig:
     require_snapshot_consistency: bool = False
     stall_seconds: float = DEFAULT_STALL_S
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_S
-    publication: str | None = None  # follow
     stop_at_end: bool = False  # follow
     idle_exit: float | None = None  # follow
     # The `[mapping]` table of the config file (file only: it is structured).

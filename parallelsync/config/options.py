@@ -117,6 +117,15 @@ OPTIONS: tuple[Option, ...] = (
         env=("SLOTNAME",),
     ),
     Option(
+        "publication",
+        str,
+        None,
+        "copy --slot: decode the table's changes through this existing publication (one the "
+        "table's owner created) instead of creating one, never dropped; follow: the publication "
+        "to stream (default: the slot's name)",
+        frozenset({COPY, FOLLOW}),
+    ),
+    Option(
         "stats_collection",
         str,
         "parallelsync_jobs",
@@ -197,6 +206,15 @@ OPTIONS: tuple[Option, ...] = (
         choices=("keep", "replace", "error"),
     ),
     Option(
+        "array_bounds",
+        str,
+        "drop",
+        "arrays whose lower bound is not 1 ('[0:2]={1,2,3}'): drop the bounds (the elements "
+        "only), or keep them as {lower: [per dimension], values: [...]}",
+        WRITES,
+        choices=("drop", "keep"),
+    ),
+    Option(
         "verify",
         str,
         "count",
@@ -274,8 +292,6 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS += (
-    Option("publication", str, None, "the publication to stream (default: the slot's name)",
-           frozenset({FOLLOW})),
     Option("stop_at_end", bool, False, "apply the changes up to the WAL position current at the "
            "start, then exit", frozenset({FOLLOW})),
     Option("idle_exit", float, None, "exit when no change came for this many seconds",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from parallelsync import transcode
 from parallelsync.cdc.changed_rows import emit_changed_rows
-from parallelsync.cdc.publication import drop_publication, ensure_publication
+from parallelsync.cdc.publication import create_publication, drop_publication
 from parallelsync.cdc.slots import advance_slot, report_idle_slots
 from parallelsync.config import CopyConfig
 from parallelsync.errors import Aborted, ParallelSyncError, TargetError, UsageError
@@ -251,13 +251,13 @@ class CopyJob:
             run.holder, run.slot, run.publication = start.holder, start.slot, start.publication
             self._guard(prepared, start.snapshot, run)
             return start.states, start.snapshot, start.estimated_rows
-        table, proj = prepared.table, prepared.projection
-        # Publish the table under the slot's name before the slot exists, so the slot can tell a
-        # later resume which rows changed (tables without a primary key are not published: a
-        # publication would make their UPDATEs fail for lack of replica identity).
-        publish = cfg.slot and proj.key and proj.key == table.primary_key
-        if publish and cfg.slot and ensure_publication(cfg.source, table, cfg.slot):
-            run.publication = cfg.slot
+        # The publication preflight chose (cdc/publication.py), made before the slot exists, so
+        # the slot can tell a later resume which rows changed.
+        pub = prepared.publication
+        if pub is not None:
+            if pub.create:
+                create_publication(cfg.source, prepared.table, pub)
+            run.publication = pub.name
         run.holder, run.slot = SnapshotHolder(cfg.source, cfg.slot), cfg.slot
         snap = run.holder.open()
         self._guard(prepared, snap, run)
@@ -324,16 +324,14 @@ class CopyJob:
     ) -> int | None:
         cfg = self.cfg
         assert cfg.changed_rows_collection is not None
-        if not (run.slot and run.publication and target.resumable):
-            self.log(
-                "--changed-rows-collection needs --slot on a table with a primary key; skipped"
-            )
-            return None
+        # Preflight (and check_resume) refused a run that could not write them.
+        assert run.slot and run.publication and target.resumable
         try:
             count, upto = emit_changed_rows(
-                cfg.source, slot=run.slot, publication=run.publication,
-                key=prepared.projection.key, since_lsn=snap.consistent_lsn, job_id=run.job_id,
-                table=cfg.table, target=target, collection=cfg.changed_rows_collection,
+                cfg.source, slot=run.slot, publication=run.publication, info=prepared.table,
+                projection=prepared.projection, only=prepared.read.only,
+                since_lsn=snap.consistent_lsn, job_id=run.job_id, table=cfg.table, target=target,
+                collection=cfg.changed_rows_collection,
             )  # fmt: skip
         except TargetError as exc:
             self.log(f"writing changed-row jobs to {cfg.changed_rows_collection} failed: {exc}")
@@ -354,7 +352,7 @@ class CopyJob:
             # The resumed job's own slot is as useless as its temp collection now.
             drop_slot(self.cfg.source, run.slot)
         if run.locked and run.publication:
-            drop_publication(self.cfg.source, run.publication)
+            drop_publication(self.cfg.source, run.publication)  # only ours: it checks the mark
         interrupt(run.states)  # ranges cut short say so (a resume copies them again)
         ended: dict[str, object] = {"error": error}
         if run.states:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from parallelsync.cdc.publication import PublicationPlan, plan_publication
 from parallelsync.config import CopyConfig
 from parallelsync.errors import SourceError, UsageError
 from parallelsync.job.checks import mongo_filter
@@ -32,11 +33,12 @@ from parallelsync.source.predicates import user_filter
 from parallelsync.source.relations import ReadSpec, leaves, read_spec
 from parallelsync.source.snapshot import (
     check_logical,
+    check_replication_role,
     check_slot_name,
     import_snapshot,
     slot_exists,
 )
-from parallelsync.targets import check_target
+from parallelsync.targets import check_target, kind_of
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class Prepared:
     read: ReadSpec
     key: KeySpec
     workers: int
+    # The publication a new --slot copy uses (None: no slot, a resume, or a table that cannot be
+    # published and no feature that needs it).
+    publication: PublicationPlan | None = None
 
     @property
     def relation(self) -> sql.Composable:
@@ -67,8 +72,10 @@ def preflight(cfg: CopyConfig, log: Callable[[str], None] = _stderr) -> Prepared
             cfg.target, cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection,
             changed_rows_collection=cfg.changed_rows_collection,
         )  # fmt: skip
+    check_slot_features(cfg)
     if cfg.slot:
         check_slot_name(cfg.slot)
+    publication = None
     with connect(cfg.source, autocommit=True) as pg:
         # Nothing the preflight runs can write, whatever --where holds.
         pg.execute("BEGIN READ ONLY")
@@ -84,18 +91,55 @@ def preflight(cfg: CopyConfig, log: Callable[[str], None] = _stderr) -> Prepared
             check_where(pg, table, read, cfg)
         if cfg.slot:
             check_logical(pg)
+            check_replication_role(pg)
             if not cfg.resume and slot_exists(pg, cfg.slot):
                 raise SourceError(
                     f"replication slot {cfg.slot!r} already exists: another job or consumer "
                     "uses it; choose another --slot, or drop the abandoned one with "
                     f"parallelsync slot drop {cfg.slot} --source DSN"
                 )
+            if not cfg.resume:  # a resume uses the job's own publication (job/resume.py)
+                publication = plan_publication(
+                    pg, table, proj.key, slot=cfg.slot, only=read.only,
+                    publication=cfg.publication, needed_by=slot_features(cfg), log=log,
+                )  # fmt: skip
         extra = VERIFY_EXTRA if cfg.command == "verify" else COPY_EXTRA
         workers, note = cap_workers(connection_capacity(pg), cfg.workers, extra)
         pg.execute("ROLLBACK")
     if note:
         log(note)
-    return Prepared(table, proj, read, key, workers)
+    return Prepared(table, proj, read, key, workers, publication)
+
+
+def slot_features(cfg: CopyConfig) -> list[str]:
+    """The requested features that read the table's changes from the slot's publication."""
+    out = []
+    if cfg.changed_rows_collection:
+        out.append("--changed-rows-collection")
+    if cfg.require_snapshot_consistency:
+        out.append("--require-snapshot-consistency")
+    return out
+
+
+def check_slot_features(cfg: CopyConfig) -> None:
+    """Options that only work with a slot (or a MongoDB target) are refused, not skipped later."""
+    if cfg.command != "copy":
+        return
+    if cfg.publication and not cfg.slot:
+        raise UsageError(
+            f"--publication {cfg.publication} names the publication a --slot decodes: pass "
+            "--slot NAME too"
+        )
+    if cfg.changed_rows_collection and not cfg.slot:
+        raise UsageError(
+            "--changed-rows-collection reads the rows changed during the copy from a "
+            "replication slot: pass --slot NAME too"
+        )
+    if cfg.changed_rows_collection and kind_of(cfg.target) != "mongodb":
+        raise UsageError(
+            f"--changed-rows-collection writes a collection next to the target, which a "
+            f"{kind_of(cfg.target)}: target cannot hold; use a MongoDB target or leave it out"
+        )
 
 
 def foreign_refusal(table: TableInfo, read: ReadSpec) -> str:

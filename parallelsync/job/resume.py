@@ -26,6 +26,7 @@ from typing import Any
 
 from parallelsync.cdc.catchup import apply_changes
 from parallelsync.cdc.peek import changed_keys
+from parallelsync.cdc.publication import published_relids
 from parallelsync.config import CopyConfig
 from parallelsync.errors import UsageError
 from parallelsync.job.phases import Prepared, id_filter
@@ -74,6 +75,17 @@ def check_resume(cfg: CopyConfig, prepared: Prepared, target: Target, job: dict[
     if not target.exists(temp):
         raise UsageError(f"job {job_id}'s temp collection {temp} is gone: start a new copy")
     old = job.get("snapshot") or {}
+    if cfg.publication and cfg.publication != job.get("publication"):
+        raise UsageError(
+            f"job {job_id} was started with publication {job.get('publication') or 'none'}, not "
+            f"{cfg.publication}: a resume reads the job's own; leave out --publication"
+        )
+    if not (old.get("slot") and job.get("publication")) and cfg.changed_rows_collection:
+        raise UsageError(
+            f"job {job_id} has no slot with a publication, so the rows changed during the copy "
+            "cannot be read: resume it without --changed-rows-collection, or start a new copy "
+            "with --slot"
+        )
     if not (old.get("slot") and job.get("publication")) and cfg.require_snapshot_consistency:
         raise UsageError(
             f"job {job_id} has no slot with a publication, so a resume can only give per-range "
@@ -152,7 +164,10 @@ def catch_up(
     assert start.slot is not None and start.publication is not None
     table, proj = prepared.table, prepared.projection
     with connect(cfg.source, autocommit=True) as conn:
-        changes = changed_keys(conn, start.slot, snap.consistent_lsn, start.publication, proj.key)
+        relids = published_relids(conn, table, only=prepared.read.only)
+        changes = changed_keys(
+            conn, start.slot, snap.consistent_lsn, start.publication, proj.key, relids
+        )
         import_snapshot(conn, snap.name)
         n, _ = apply_changes(
             conn, table, proj, cfg.where, cfg.source, changes, target, temp, prepared.relation

@@ -12,7 +12,7 @@ stop the run before anything is written. See docs/mapping.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import psycopg
@@ -41,6 +41,8 @@ class ShapeOptions(Protocol):
     def numeric(self) -> str: ...
     @property
     def json_keys(self) -> str: ...
+    @property
+    def array_bounds(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ class Projection:
     # may add a cast), or None for a computed one (ctid, a string _id). Change capture builds
     # these values from the change stream's row (cdc/documents.py).
     sources: tuple[Column | None, ...] = ()
+    # The key columns alone, encoded as the copy encodes them (types, overrides, modes) into
+    # {_id: {column: value, ...}}: how a changed row's key (text from the slot) gets the BSON
+    # types of the documents. Select it from a relation with the table's column names.
+    key_select: sql.Composable = field(default_factory=lambda: sql.SQL(""))
+    key_layout: Layout | None = None
 
 
 def choose_key(table: TableInfo, requested: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -271,10 +278,21 @@ def build_projection(table: TableInfo, cfg: ShapeOptions, *, spans: bool = False
         infinity=cfg.infinity,  # type: ignore[arg-type]
         numeric_fallback=cfg.numeric,  # type: ignore[arg-type]
         json_keys=cfg.json_keys,  # type: ignore[arg-type]
+        array_bounds=cfg.array_bounds,  # type: ignore[arg-type]
     )
     layout = Layout(tuple(nodes), len(exprs), options)
     id_is_key = tuple(id_cols) == tuple(key) and m.id_format != "string"
-    return Projection(sql.SQL(", ").join(exprs), layout, key, id_is_key, tuple(sources))
+    key_cols = [column(k) for k in key]
+    key_layout = Layout(
+        (DocNode("_id", tuple(FieldNode(c.name, i, codec(c)) for i, c in enumerate(key_cols))),),
+        len(key_cols),
+        options,
+    )
+    key_select = sql.SQL(", ").join(table.select_expr(c) for c in key_cols)
+    return Projection(
+        sql.SQL(", ").join(exprs), layout, key, id_is_key, tuple(sources), key_select,
+        key_layout if key else None,
+    )  # fmt: skip
 
 
 def check_projection(pg: psycopg.Connection[Any], table: TableInfo, proj: Projection) -> None:

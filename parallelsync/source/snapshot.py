@@ -55,6 +55,20 @@ def check_logical(conn: psycopg.Connection[Any]) -> None:
         )
 
 
+def check_replication_role(conn: psycopg.Connection[Any]) -> None:
+    """Creating a replication slot needs the REPLICATION attribute (or superuser)."""
+    row = conn.execute(
+        "SELECT rolreplication OR rolsuper, current_user::text FROM pg_roles "
+        "WHERE rolname = current_user"
+    ).fetchone()
+    if row is not None and not row[0]:
+        raise SourceError(
+            f"--slot creates a logical replication slot, which needs the REPLICATION attribute: "
+            f"the role {row[1]} lacks it; ALTER ROLE {row[1]} REPLICATION (as a superuser), or "
+            "run without --slot"
+        )
+
+
 def slot_exists(conn: psycopg.Connection[Any], slot: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)

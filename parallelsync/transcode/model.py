@@ -65,6 +65,9 @@ NullPolicy = Literal["null", "omit"]
 InfinityPolicy = Literal["clamp", "clamp-int64", "null", "string", "error"]
 NumericFallback = Literal["string", "double", "decimal"]
 JsonKeyPolicy = Literal["keep", "replace", "error"]
+# drop: an array is its elements whatever its lower bounds; keep: an array with a lower bound
+# other than 1 becomes {lower: [per dimension], values: [...]}
+ArrayBoundsPolicy = Literal["drop", "keep"]
 
 # MongoDB's maximum BSON document size.
 MAX_BSON_SIZE = 16 * 1024 * 1024
@@ -110,6 +113,7 @@ class EncodeOptions:
     infinity: InfinityPolicy = "clamp"
     numeric_fallback: NumericFallback = "string"  # numeric with > 34 significant digits
     json_keys: JsonKeyPolicy = "keep"  # json object keys with "$" prefix or "." inside
+    array_bounds: ArrayBoundsPolicy = "drop"  # arrays whose lower bound is not 1
     max_document_size: int = MAX_BSON_SIZE
 
 

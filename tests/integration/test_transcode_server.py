@@ -68,12 +68,17 @@ def copy_binary(conn: psycopg.Connection[Any], sql_type: str, texts: list[str]) 
 
 
 def values(
-    conn: psycopg.Connection[Any], sql_type: str, codec: Codec, texts: list[str]
+    conn: psycopg.Connection[Any],
+    sql_type: str,
+    codec: Codec,
+    texts: list[str],
+    options: EncodeOptions | None = None,
 ) -> list[Any]:
     """The decoded `v` of every row, after checking that both implementations agree."""
     layout = Layout(
-        (FieldNode("_id", 0, Codec("int4")), FieldNode("v", 1, codec)), 2, EncodeOptions()
-    )
+        (FieldNode("_id", 0, Codec("int4")), FieldNode("v", 1, codec)), 2,
+        options or EncodeOptions(),
+    )  # fmt: skip
     data = copy_binary(conn, sql_type, texts)
     start = header_length(data)
     ref = encode_with("python", layout, data, start)
@@ -171,6 +176,17 @@ def test_arrays(conn: psycopg.Connection[Any]) -> None:
     assert ints == [[], [1, 2, 3], [[1, 2], [3, 4]], [None, 1], [1, 2, 3], [[[1], [2]], [[3], [4]]]]
     texts = values(conn, "text[]", Codec("array", elem=Codec("text")), TEXT_ARRAYS)
     assert texts == [["a b", '"q"', None, ""], [], [["x", "y"], ["ü", None]]]
+    kept = values(
+        conn, "int4[]", Codec("array", elem=Codec("int4")), INT_ARRAYS,
+        EncodeOptions(array_bounds="keep"),
+    )  # fmt: skip
+    assert kept[4] == {"lower": [0], "values": [1, 2, 3]}  # '[0:2]={1,2,3}'
+    assert kept[:4] + kept[5:] == ints[:4] + ints[5:]  # lower bound 1: plain arrays
+    (two_d,) = values(
+        conn, "text[]", Codec("array", elem=Codec("text")), ["[-1:0][3:4]={{a,b},{c,d}}"],
+        EncodeOptions(array_bounds="keep"),
+    )  # fmt: skip
+    assert two_d == {"lower": [-1, 3], "values": [["a", "b"], ["c", "d"]]}
     numerics = values(conn, "numeric[]", Codec("array", elem=Codec("numeric")), ["{1.50,NaN,-0}"])
     assert [str(v) for v in numerics[0]] == ["1.50", "NaN", "0"]
     stamps = Codec("array", elem=Codec("timestamptz"))

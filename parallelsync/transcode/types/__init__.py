@@ -55,7 +55,9 @@ def value_encoder(codec: Codec, options: EncodeOptions) -> ValueEncoder:
         if codec.elem is None:
             raise ValueError(f"{name} codec without an element codec")
         elem = value_encoder(codec.elem, options)
-        return containers.array_encoder(elem) if name == "array" else containers.range_encoder(elem)
+        if name == "range":
+            return containers.range_encoder(elem)
+        return containers.array_encoder(elem, keep_bounds=options.array_bounds == "keep")
     if name == "composite":
         if len(codec.fields) != len(codec.field_names):
             raise ValueError("composite codec: fields and field_names differ in length")

@@ -15,6 +15,7 @@ from parallelsync.transcode.bson_writer import (
     array_payload,
     cstring,
     frame_document,
+    pack_i32,
     str_value,
 )
 from parallelsync.transcode.model import NullPolicy
@@ -38,10 +39,22 @@ RANGE_UB_NULL = 0x40
 _K_LOWER = cstring("lower")
 _K_UPPER = cstring("upper")
 _K_BOUNDS = cstring("bounds")
+_K_VALUES = cstring("values")
+_T_INT32 = 0x10
 _EMPTY_RANGE: Value = (T_DOCUMENT, frame_document(bytes((T_BOOL,)) + cstring("empty") + b"\x01"))
 
 
-def array_encoder(elem: ValueEncoder) -> ValueEncoder:
+def bounded_array(lower: list[int], values: Value) -> Value:
+    """{lower: [lower bound per dimension], values: [...]}: an array whose lower bound is not 1
+    (`'[0:2]={1,2,3}'`), with `--array-bounds keep`; the elements alone would lose the indexes."""
+    lows = array_payload([(_T_INT32, pack_i32(b)) for b in lower])
+    body = bytearray((T_ARRAY,)) + _K_LOWER + lows
+    body.append(values[0])
+    body += _K_VALUES + values[1]
+    return (T_DOCUMENT, frame_document(body))
+
+
+def array_encoder(elem: ValueEncoder, *, keep_bounds: bool = False) -> ValueEncoder:
     def read_level(
         buf: Buffer, pos: int, end: int, dims: list[int], level: int
     ) -> tuple[Value, int]:
@@ -72,12 +85,18 @@ def array_encoder(elem: ValueEncoder) -> ValueEncoder:
             return EMPTY_ARRAY
         if not 0 < ndim <= MAX_DIMS:
             raise ValueError(f"array with {ndim} dimensions")
-        dims = [_dim(buf, pos + 12 + 8 * i)[0] for i in range(ndim)]
+        dims, lower = [], []
+        for i in range(ndim):
+            size, low = _dim(buf, pos + 12 + 8 * i)
+            dims.append(size)
+            lower.append(low)
         if any(size < 0 for size in dims):
             raise ValueError("array with a negative dimension size")
         value, pos = read_level(buf, pos + 12 + 8 * ndim, end, dims, 0)
         if pos != end:
             raise ValueError(f"array value has {end - pos} bytes left over")
+        if keep_bounds and any(low != 1 for low in lower):
+            return bounded_array(lower, value)
         return value
 
     return encode_array

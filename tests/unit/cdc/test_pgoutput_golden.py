@@ -139,9 +139,11 @@ AUDIT = Relation(16392, "public", "audit", ["id", "what"])
 
 
 def collect(
-    messages: list[tuple[str, bytes]] | list[bytes], key: tuple[str, ...] = ("id",)
+    messages: list[tuple[str, bytes]] | list[bytes],
+    key: tuple[str, ...] = ("id",),
+    relids: frozenset[int] = frozenset({16385, 7}),  # orders, and the hand-built table t
 ) -> KeyCollector:
-    collector = KeyCollector(key)
+    collector = KeyCollector(key, relids)
     for msg in messages:
         collector.feed(msg[1] if isinstance(msg, tuple) else msg)
     return collector
@@ -206,13 +208,24 @@ def test_transaction_touching_two_tables_through_a_one_table_publication() -> No
     assert c.changes.messages == 4
 
 
-def test_two_table_publication_is_decoded_but_its_keys_are_not_told_apart() -> None:
-    # The collector keeps no table filter: it relies on a publication of the copied table only
-    # (cdc/publication.py). Through p2, audit's key 40 lands among the keys of orders.
+def test_two_table_publication_collects_only_the_copied_tables_keys() -> None:
+    # Through p2 (orders and audit, one transaction changing both) only the rows of the relations
+    # asked for are collected: audit's key 40 is not a key of orders. Before, it was.
     c = collect(TX_TWO_TABLES_P2)
     assert c.relations == {16385: ORDERS, 16392: AUDIT}
-    assert c.changes.keys == {("4",), ("40",)}
+    assert c.changes.keys == {("4",)}
     assert c.changes.messages == 6
+    audit = collect(TX_TWO_TABLES_P2, relids=frozenset({16392}))
+    assert audit.changes.keys == {("40",)}
+
+
+def test_truncate_of_another_table_is_not_the_copied_tables() -> None:
+    assert collect(TX_TRUNCATE, relids=frozenset({16392})).changes.truncated is False
+    assert collect(TX_TRUNCATE, relids=frozenset({16385})).changes.truncated is True
+    # one TRUNCATE of two tables names both
+    two = b"T" + struct.pack("!IB", 2, 0) + struct.pack("!II", 16392, 16385)
+    assert collect([two], relids=frozenset({16385})).changes.truncated is True
+    assert collect([two], relids=frozenset({99})).changes.truncated is False
 
 
 def test_begin_and_commit_alone_collect_nothing() -> None:

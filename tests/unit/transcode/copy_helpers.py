@@ -168,9 +168,15 @@ def p_mac(address: str) -> bytes:
 
 
 def p_array(
-    values: Sequence[Any], pack: Callable[[Any], bytes], *, elem_oid: int = 23, ndim: int = 1
+    values: Sequence[Any],
+    pack: Callable[[Any], bytes],
+    *,
+    elem_oid: int = 23,
+    ndim: int = 1,
+    lower: Sequence[int] | None = None,
 ) -> bytes:
-    """array_send; `values` nested `ndim` deep (rectangular), None = NULL element."""
+    """array_send; `values` nested `ndim` deep (rectangular), None = NULL element; `lower`: the
+    lower bound of each dimension (default 1)."""
     dims: list[int] = []
     level: Any = values
     for _ in range(ndim):
@@ -183,8 +189,8 @@ def p_array(
         flat = [x for sub in flat for x in sub]
     has_null = any(x is None for x in flat)
     out = bytearray(struct.pack(">iiI", ndim, 1 if has_null else 0, elem_oid))
-    for size in dims:
-        out += struct.pack(">ii", size, 1)
+    for i, size in enumerate(dims):
+        out += struct.pack(">ii", size, 1 if lower is None else lower[i])
     for x in flat:
         if x is None:
             out += struct.pack(">i", -1)

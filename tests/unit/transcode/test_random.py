@@ -187,7 +187,21 @@ GENERATORS: dict[str, tuple[Codec, Gen]] = {
     ),
     "text_array_2d": (
         Codec("array", elem=Codec("text")),
-        lambda r: h.p_array([[_text(r), None], [_text(r), "x"]], h.p_text, ndim=2),
+        lambda r: h.p_array(
+            [[_text(r), None], [_text(r), "x"]],
+            h.p_text,
+            ndim=2,
+            lower=r.choice([(1, 1), (0, 1), (-3, 7)]),
+        ),
+    ),
+    "bounded_int_array": (
+        Codec("array", elem=Codec("int8")),
+        lambda r: h.p_array(
+            [r.randint(-9, 9) for _ in range(r.randint(1, 4))],
+            h.p_int8,
+            elem_oid=20,
+            lower=(r.choice([1, 0, -2, 2**31 - 1]),),
+        ),
     ),
     "range": (
         Codec("range", elem=Codec("int8")),
@@ -240,6 +254,7 @@ def test_compiled_matches_reference(seed: int) -> None:
         infinity=r.choice(["clamp", "clamp-int64", "null", "string"]),
         numeric_fallback=r.choice(["string", "double", "decimal"]),
         json_keys=r.choice(["keep", "replace"]),
+        array_bounds=r.choice(["drop", "keep"]),
     )
     layout = random_layout(r, options)
     rows = random_rows(r, 300, null_rate=r.choice([0.0, 0.2, 1.0]))

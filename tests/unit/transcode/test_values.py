@@ -410,6 +410,43 @@ def test_arrays() -> None:
     assert value_of(int4s, h.p_array(big, h.p_int4)) == big
 
 
+@pytest.mark.parametrize("bounds", ["drop", "keep"])
+def test_array_lower_bounds(bounds: str) -> None:
+    """'[0:2]={1,2,3}': dropped by default; `keep` writes {lower, values} for such arrays only."""
+    opts = EncodeOptions(array_bounds=bounds)  # type: ignore[arg-type]
+    int4s = Codec("array", elem=Codec("int4"))
+    zero_based = h.p_array([1, 2, 3], h.p_int4, lower=[0])
+    kept = bounds == "keep"
+    assert value_of(int4s, zero_based, opts) == (
+        {"lower": [0], "values": [1, 2, 3]} if kept else [1, 2, 3]
+    )
+    # 2-D with one dimension off 1: every dimension's bound is written, in order
+    two_d = h.p_array([[1, 2], [3, None]], h.p_int4, ndim=2, lower=[1, -5])
+    assert value_of(int4s, two_d, opts) == (
+        {"lower": [1, -5], "values": [[1, 2], [3, None]]} if kept else [[1, 2], [3, None]]
+    )
+    # lower bound 1 (every array PostgreSQL builds by default) and empty arrays stay plain
+    assert value_of(int4s, h.p_array([7], h.p_int4, lower=[1]), opts) == [7]
+    assert value_of(int4s, h.p_array([], h.p_int4), opts) == []
+    texts = Codec("array", elem=Codec("text"))
+    top = h.p_array(["a"], h.p_text, lower=[2**31 - 1])
+    expected = {"lower": [2**31 - 1], "values": ["a"]} if kept else ["a"]
+    assert value_of(texts, top, opts) == expected
+    # an array inside a composite follows the same rule
+    comp = Codec("composite", fields=(int4s,), field_names=("xs",))
+    inner = h.p_composite([(1007, zero_based)])
+    assert value_of(comp, inner, opts) == {
+        "xs": {"lower": [0], "values": [1, 2, 3]} if kept else [1, 2, 3]
+    }
+
+
+def test_array_bounds_document_bytes() -> None:
+    """The exact bytes of the kept form (both paths give these: value_doc compares them)."""
+    opts = EncodeOptions(array_bounds="keep")
+    doc = value_doc(Codec("array", elem=Codec("int4")), h.p_array([5], h.p_int4, lower=[0]), opts)
+    assert doc == bson.encode({"_id": 1, "v": {"lower": [0], "values": [5]}})
+
+
 def test_arrays_of_complex_elements() -> None:
     nums = Codec("array", elem=Codec("numeric"))
     value = value_of(nums, h.p_array(["1.5", None, "NaN"], h.p_numeric))
