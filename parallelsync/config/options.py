@@ -289,14 +289,21 @@ OPTIONS: tuple[Option, ...] = (
         WRITES,
         choices=("fail", "skip"),
     ),
+    Option(
+        "stop_at_end",
+        bool,
+        False,
+        "apply the changes up to the WAL position current at the start, then exit",
+        frozenset({FOLLOW}),
+    ),
+    Option(
+        "idle_exit",
+        float,
+        None,
+        "exit when no change came for this many seconds",
+        frozenset({FOLLOW}),
+    ),
 )
-
-OPTIONS += (
-    Option("stop_at_end", bool, False, "apply the changes up to the WAL position current at the "
-           "start, then exit", frozenset({FOLLOW})),
-    Option("idle_exit", float, None, "exit when no change came for this many seconds",
-           frozenset({FOLLOW})),
-)  # fmt: skip
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
