@@ -43,6 +43,7 @@ class Option:
     commands: frozenset[str]
     choices: tuple[str, ...] | None = None
     env: tuple[str, ...] = ()  # extra environment variables, after PARALLELSYNC_<NAME>
+    short: str | None = None  # a one-letter flag as well (`-v`)
 
     @property
     def flag(self) -> str:
@@ -197,8 +198,33 @@ OPTIONS: tuple[Option, ...] = (
         "progress_seconds",
         float,
         5.0,
-        "seconds between progress lines when stderr is not a terminal",
-        WRITES,
+        "seconds between progress lines when stderr is not a terminal (plain and json logs); "
+        "0: only the lines that start and end each phase",
+        READS,
+    ),
+    Option(
+        "quiet",
+        bool,
+        False,
+        "no progress or phase lines: only warnings, errors and the final summary",
+        READS,
+    ),
+    Option(
+        "verbose",
+        bool,
+        False,
+        "debug lines as well: each range as it finishes (rows, MB, seconds, attempt)",
+        READS,
+        short="-v",
+    ),
+    Option(
+        "log_format",
+        str,
+        "text",
+        "stderr as text (a live display on a terminal, plain lines otherwise) or one JSON "
+        "object per event (docs/progress.md lists the fields)",
+        READS,
+        choices=("text", "json"),
     ),
     Option(
         "max_attempts",
