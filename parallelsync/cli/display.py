@@ -81,9 +81,12 @@ class LiveDisplay:
         self._verbose = verbose
         self._console = Console(file=stream, highlight=False)
         self._spinner = Spinner("dots")
+        # stdout stays the command's own (the --json result); stray writes to stderr (a
+        # driver's warning) are printed above the live area instead of tearing it.
         self._live = Live(
-            self, console=self._console, refresh_per_second=LIVE_REFRESH_PER_S, transient=True
-        )
+            self, console=self._console, refresh_per_second=LIVE_REFRESH_PER_S, transient=True,
+            redirect_stdout=False, redirect_stderr=True,
+        )  # fmt: skip
         self._live.start()
 
     def __rich__(self) -> RenderableType:
