@@ -130,7 +130,9 @@ class Phases:
 
     reporter: Reporter
     records: list[PhaseRecord] = field(default_factory=list)
-    # Called after each phase ends (the copy records the phases in its job document).
+    # Called after each phase that ends well (the copy records the phases in its job document;
+    # a failed run records them once, with its error, instead of waiting on a target that may
+    # be the reason it failed).
     on_end: Callable[[], object] = lambda: None
 
     @contextmanager
@@ -150,7 +152,8 @@ class Phases:
     def _end(self, rec: PhaseRecord, state: str) -> None:
         rec.seconds, rec.state = time.monotonic() - rec.started, state
         self.reporter.phase(rec.name, state, rec.seconds)
-        self.on_end()
+        if state == DONE:
+            self.on_end()
 
     def docs(self) -> list[dict[str, Any]]:
         return [r.as_doc() for r in self.records if r.seconds is not None]

@@ -139,8 +139,10 @@ def plan_ranges(
     sample, fraction, method = _sample_keys(conn, table, key, relation, nranges, where)
     if fraction >= 1.0:
         estimate = float(len(sample))
-    elif method.startswith("TABLESAMPLE") and where is None and (
-        catalog := catalog_rows(conn, [r.oid for r in leaves] if spans else [table.oid])
+    elif (
+        method.startswith("TABLESAMPLE")
+        and where is None
+        and (catalog := catalog_rows(conn, [r.oid for r in leaves] if spans else [table.oid]))
     ):
         # A block sample's count swings with the blocks it happens to pick (it was 24 % low on
         # a freshly analysed table); the catalog's figure, scaled to the pages the table has

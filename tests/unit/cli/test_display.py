@@ -61,7 +61,10 @@ def test_a_failing_phase_says_so_and_is_recorded_failed() -> None:
     with pytest.raises(RuntimeError), phases.run("count"):
         raise RuntimeError("boom")
     assert out.getvalue().splitlines()[-1].startswith("[count] failed after ")
-    assert phases.docs()[0]["state"] == "failed" and ended == ["count"]
+    assert phases.docs()[0]["state"] == "failed" and ended == []
+    with phases.run("swap"):
+        pass
+    assert ended == ["swap"]
 
 
 def test_json_events_one_per_line() -> None:
