@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from pymongo.database import Database
 
-from tests.hooks import HOLD_DIR_ENV
+from tests.hooks import HOLD_DIR_ENV, RANGE_LOCK
 from tests.integration.cli_helpers import copy_args, run_cli
 
 ROWS = 3000
@@ -164,43 +164,44 @@ def read_pty_until(master: int, proc: subprocess.Popen[bytes], done: Any) -> str
 
 
 def test_a_terminal_gets_the_live_display(
-    pg_conn: psycopg.Connection[Any],
-    pg_dsn: str,
-    mongo_uri: str,
-    mongo_db: Database[Any],
-    tmp_path: Path,
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:
     make_table(pg_conn)
     master, slave = os.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
-    env |= {**HOLD_AT_RANGE, HOLD_DIR_ENV: str(tmp_path), "TERM": "xterm-256color",
-            "COLUMNS": "160"}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "parallelsync", *args(pg_dsn, mongo_uri, mongo_db.name)],
-        stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
-    os.close(slave)
-    try:
-        # Held inside the copy: the live area shows the phase, the totals and the workers.
-        live = read_pty_until(
-            master, proc, lambda t: re.search(r"worker \d+\s+range \d+\s+[\d,]+ rows", t)
-        )
-        (tmp_path / "release").write_text("go")
-        rest = read_pty_until(master, proc, lambda t: False)
-        proc.wait(timeout=DEADLINE_S)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
+    env |= {"PARALLELSYNC_TEST_HOOKS": "before_workers=tests.hooks:block_first_range",
+            "TERM": "xterm-256color", "COLUMNS": "160"}  # fmt: skip
+    # Range 0 waits for this lock: its worker shows as copying it until the test lets go.
+    with psycopg.connect(pg_dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (RANGE_LOCK,))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "parallelsync",
+             *args(pg_dsn, mongo_uri, mongo_db.name, "--lock-timeout-seconds", "0")],
+            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        os.close(slave)
+        try:
+            live = read_pty_until(
+                master, proc, lambda t: re.search(r"worker \d+\s+range 0\s+0 rows\s+copying", t)
+            )
+            holder.execute("SELECT pg_advisory_unlock(%s)", (RANGE_LOCK,))
+            rest = read_pty_until(master, proc, lambda t: False)
+            proc.wait(timeout=DEADLINE_S)
+        finally:
+            os.close(master)
+            if proc.poll() is None:
+                proc.kill()
     text = live + rest
     assert proc.returncode == 0, text
-    assert re.search(r"worker \d+\s+range \d+\s+[\d,]+ rows\s+copying", live), live
+    # The live area: the phase with its elapsed time, the totals, one line per worker.
+    assert re.search(r"worker \d+\s+range 0\s+0 rows\s+copying", live), live
     assert re.search(r"copy\s+0:00:\d\d", live), live
-    assert "rows/s" in live and "MB/s" in live, live
+    assert "rows/s" in live and "MB/s" in live and re.search(r"ranges \d/8", live), live
     # Each finished phase stays on the terminal as one line, in order.
     done = re.findall(r"✓ ([a-z-]+) done in [0-9.]+ s", text)
     assert done == COPY_PHASES, text
     assert "status            FINISHED" in text
+    assert mongo_db.items.count_documents({}) == ROWS
 
 
 def test_log_format_json_is_one_event_per_line(
