@@ -119,3 +119,16 @@ def run_sql(source: str, **_: Any) -> None:
             if statement.strip():
                 conn.execute(statement)
         conn.commit()
+
+
+# The advisory lock that `block_first_range` makes a range wait for; the test holds it.
+RANGE_LOCK = 4242
+
+
+def block_first_range(states: list[Any], **_: Any) -> None:
+    """Make the first range's COPY wait for an advisory lock the test holds, so its worker stays
+    copying that range (0 rows so far) until the test lets go: a known state to look at,
+    instead of racing a copy that may already have finished. Needs --lock-timeout-seconds 0."""
+    st = min(states, key=lambda s: s.rng.id)
+    wait = f"(SELECT true FROM (SELECT pg_advisory_xact_lock_shared({RANGE_LOCK})) s)"
+    st.query = st.query.replace(") TO STDOUT", f" AND {wait}) TO STDOUT")

@@ -3,32 +3,73 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from parallelsync.cli.output import print_json, print_summary, print_traceback
+from parallelsync.cli.display import Display, JsonDisplay, make_display
+from parallelsync.cli.output import (
+    ReportedError,
+    print_json,
+    print_phases,
+    print_summary,
+    print_traceback,
+)
 from parallelsync.config import CopyConfig
-from parallelsync.errors import EXIT_OK, EXIT_VERIFY
+from parallelsync.errors import EXIT_OK, EXIT_VERIFY, ParallelSyncError
+
+
+@contextmanager
+def display_for(cfg: CopyConfig) -> Iterator[Display]:
+    """The display the options ask for, closed (the live area cleared) before anything after
+    the run is printed; an error raised meanwhile goes out in the display's format."""
+    display = make_display(
+        quiet=cfg.quiet, verbose=cfg.verbose, log_format=cfg.log_format,
+        interval=cfg.progress_seconds,
+    )  # fmt: skip
+    try:
+        yield display
+    except ParallelSyncError as exc:
+        display.close()
+        if isinstance(display, JsonDisplay):
+            display.emit("error", message=str(exc), exit_code=exc.exit_code)
+            raise ReportedError(exc) from exc
+        raise
+    finally:
+        display.close()
 
 
 def run_copy(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
     from parallelsync.job.copy import CopyJob
 
-    result = CopyJob(cfg).run()
-    if result.job_created:
+    with display_for(cfg) as display:
+        result = CopyJob(cfg, display).run()
+    if isinstance(display, JsonDisplay):
+        if result.job_created:
+            display.emit("summary", **result.as_json())
+        if result.error:
+            display.emit("error", message=result.error, exit_code=result.exit_code)
+    elif result.job_created:
         print_summary(result)
     if as_json:
         print_json(result.as_json())
     if result.error:
         if debug and result.exception is not None:
             print_traceback(result.exception)
-        print(f"parallelsync: error: {result.error}", file=sys.stderr)
+        if not isinstance(display, JsonDisplay):
+            print(f"parallelsync: error: {result.error}", file=sys.stderr)
     return result.exit_code if result.status != "FINISHED" else EXIT_OK
 
 
 def run_verify(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
     from parallelsync.job.verify import run_verify as verify_target
 
-    report = verify_target(cfg)
+    with display_for(cfg) as display:
+        report = verify_target(cfg, display)
+    if isinstance(display, JsonDisplay):
+        display.emit("summary", **report)
+    else:
+        print_phases(report["phases"], report["slowest_ranges"])
     if as_json:
         print_json(report)
     else:
@@ -57,9 +98,14 @@ def run_verify(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
 
 def run_plan(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
     from parallelsync.job.phases import make_plan, preflight
+    from parallelsync.job.report import Phases
 
-    prepared = preflight(cfg)
-    plan = make_plan(cfg, prepared, None)
+    with display_for(cfg) as display:
+        phases = Phases(display)
+        with phases.run("preflight"):
+            prepared = preflight(cfg, display.warning)
+        with phases.run("plan"):
+            plan = make_plan(cfg, prepared, None)
     ranges = sorted((r.describe() for r in plan.ranges), key=lambda d: d["id"])
     out: dict[str, Any] = {
         "table": prepared.table.display,

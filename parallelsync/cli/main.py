@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from parallelsync import __version__
 from parallelsync.cli.help import epilog
-from parallelsync.cli.output import print_traceback
+from parallelsync.cli.output import ReportedError, json_event, print_traceback
 from parallelsync.config import build_config, options_for
 from parallelsync.config.options import COMMANDS_WITH_OPTIONS, OPTIONS, Option, required_for
 from parallelsync.errors import EXIT_FAILED, EXIT_USAGE, ParallelSyncError, UsageError
@@ -45,15 +45,16 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, opt: Option) -> None:
     env = ", ".join(opt.env_vars)
+    flags = (opt.short, opt.flag) if opt.short else (opt.flag,)
     if opt.type is bool:  # a switch: present means true (env and file take true/false)
         p.add_argument(
-            opt.flag, dest=opt.name, action="store_const", const=True, default=None,
+            *flags, dest=opt.name, action="store_const", const=True, default=None,
             help=f"{opt.help} (env {env})",
         )  # fmt: skip
         return
     default = "" if opt.default is None else f"; default {opt.default}"
     p.add_argument(
-        opt.flag,
+        *flags,
         dest=opt.name,
         default=None,
         metavar="{" + ",".join(opt.choices) + "}" if opt.choices else opt.name.upper(),
@@ -171,8 +172,12 @@ def _add_config_actions(p: argparse.ArgumentParser) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     from parallelsync.config.build import unknown_variables
 
+    as_events = "json" in (vars(args).get("log_format"), os.environ.get("PARALLELSYNC_LOG_FORMAT"))
     if args.command != "config":  # config show reports them in its own output
         for warning in unknown_variables(os.environ):
+            if as_events:
+                print(json_event("warning", message=warning), file=sys.stderr)
+                continue
             print(f"parallelsync: warning: {warning}", file=sys.stderr)
     cli = vars(args)
     # Known before anything connects, so no message can show their secrets (redact.py).
@@ -221,6 +226,18 @@ def _show_warning(
     (file or sys.stderr).write(scrub_known(text))
 
 
+def _json_logs(args: list[str]) -> bool:
+    """Whether errors that reach main should be JSON events: `--log-format json` on the command
+    line or in the environment (an error in the options themselves may come before the value is
+    known from the config file)."""
+    for i, arg in enumerate(args):
+        if arg == "--log-format" and i + 1 < len(args):
+            return args[i + 1] == "json"
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1] == "json"
+    return os.environ.get("PARALLELSYNC_LOG_FORMAT") == "json"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     warnings.showwarning = _show_warning
@@ -234,8 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except ParallelSyncError as exc:
         if debug:
-            print_traceback(exc)
-        print(f"parallelsync: error: {exc}", file=sys.stderr)
+            print_traceback((exc.__cause__ or exc) if isinstance(exc, ReportedError) else exc)
+        if isinstance(exc, ReportedError):
+            pass  # the display reported it already, as a JSON event
+        elif _json_logs(args_list):
+            print(json_event("error", message=str(exc), exit_code=exc.exit_code), file=sys.stderr)
+        else:
+            print(f"parallelsync: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("parallelsync: interrupted", file=sys.stderr)

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
-from parallelsync.errors import InternalError
+from parallelsync.errors import InternalError, ParallelSyncError
 from parallelsync.job.progress import human
 from parallelsync.job.state import Result
 from parallelsync.redact import scrub_known
+
+
+class ReportedError(ParallelSyncError):
+    """An error the display has already reported (as a JSON event): main only exits with it."""
+
+    def __init__(self, exc: ParallelSyncError) -> None:
+        super().__init__(str(exc))
+        self.exit_code = exc.exit_code
+
+
+def json_event(event: str, **fields: Any) -> str:
+    """One line of `--log-format json` (docs/progress.md): time, event, then the fields."""
+    obj = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "event": event}
+    return json.dumps(obj | fields, default=str)
 
 
 def print_json(obj: Any) -> None:
@@ -56,4 +72,26 @@ def print_summary(r: Result) -> None:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}", file=sys.stderr)
-    sys.stderr.flush()
+    print_phases(r.phases, r.slowest_ranges)
+
+
+def print_phases(phases: Sequence[dict[str, Any]], slowest: Sequence[dict[str, Any]]) -> None:
+    """The summary per phase (seconds, rows, MB, rows/s) and the slowest ranges, on stderr."""
+    out = sys.stderr
+    if phases:
+        width = max(len(p["name"]) for p in phases)
+        print(f"\n  {'phase':<{width}}  {'seconds':>9}  {'rows':>13}  {'MB':>9}  {'rows/s':>8}",
+              file=out)  # fmt: skip
+        for p in phases:
+            rows = f"{p['rows']:,}" if p["rows"] else "-"
+            mb = f"{p['bytes'] / 1e6:,.1f}" if p["bytes"] else "-"
+            rate = human(p["rows_per_second"]) if p["rows_per_second"] else "-"
+            note = "" if p.get("state", "done") == "done" else f"  ({p['state']})"
+            print(f"  {p['name']:<{width}}  {p['seconds']:>9,.2f}  {rows:>13}  {mb:>9}  "
+                  f"{rate:>8}{note}", file=out)  # fmt: skip
+    if slowest:
+        print("\n  slowest ranges:", file=out)
+        for s in slowest:
+            print(f"    range {s['range']:>4}  {s['rows']:>13,} rows  {s['seconds']:>9,.2f} s",
+                  file=out)  # fmt: skip
+    out.flush()

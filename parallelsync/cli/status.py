@@ -22,6 +22,7 @@ SUMMARY_FIELDS = {
     "_id": 1, "status": 1, "target": 1, "source.table": 1, "source.schema": 1, "totals": 1,
     "progress": 1, "started_at": 1, "finished_at": 1, "elapsed": 1, "error": 1, "workers": 1,
     "snapshot.consistent_lsn": 1, "snapshot.slot": 1, "abandoned_slot": 1, "source.dsn": 1,
+    "phases": 1,
 }  # fmt: skip
 
 
@@ -67,10 +68,23 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
         print(shown(j, line))
         if j.get("error"):
             print(shown(j, f"    error: {j['error']}"))
+        if j.get("phases"):
+            print(f"    phases: {phase_line(j['phases'])}")
         slot = job_slot(j)
         if slot:
             print(f"    {slot_line(j, slot, states, values['source'])}")
     return EXIT_OK
+
+
+def phase_line(phases: Iterable[Mapping[str, Any]]) -> str:
+    """The phases a job recorded, with their seconds; one that did not end well says so."""
+    parts = []
+    for p in phases:
+        state = p.get("state", "done")
+        parts.append(
+            f"{p.get('name')} {p.get('seconds', 0)} s" + ("" if state == "done" else f" ({state})")
+        )
+    return ", ".join(parts)
 
 
 def job_slot(job: Mapping[str, Any]) -> str | None:

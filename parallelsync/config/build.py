@@ -67,6 +67,9 @@ class CopyConfig:
     json_keys: str = "keep"
     array_bounds: str = "drop"
     progress_seconds: float = 5.0
+    quiet: bool = False
+    verbose: bool = False
+    log_format: str = "text"
     verify: str = "count"
     resume: str | None = None
     changed_rows_collection: str | None = None
@@ -246,7 +249,7 @@ def build_config(
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")
     if values.get("max_attempts", 1) < 1:
         raise UsageError(f"--max-attempts must be at least 1, got {values['max_attempts']}")
-    for name in ("stall_seconds", "lock_timeout_seconds"):
+    for name in ("stall_seconds", "lock_timeout_seconds", "progress_seconds"):
         if not math.isfinite(values.get(name, 0)) or values.get(name, 0) < 0:
             raise UsageError(
                 f"{BY_NAME[name].flag} must be 0 (off) or more seconds, got {values[name]}"

@@ -51,6 +51,7 @@ class Option:
     # How `config show` masks the value: "connection" (a DSN or URI: its password becomes ***)
     # or "value" (the whole value is a secret).
     secret: str | None = None
+    short: str | None = None  # a one-letter flag as well (`-v`)
 
     @property
     def flag(self) -> str:
@@ -241,8 +242,33 @@ OPTIONS: tuple[Option, ...] = (
         "progress_seconds",
         float,
         5.0,
-        "seconds between progress lines when stderr is not a terminal",
-        WRITES | {FOLLOW},
+        "seconds between progress lines when stderr is not a terminal (plain and json logs); "
+        "0: only the lines that start and end each phase",
+        READS | {FOLLOW},
+    ),
+    Option(
+        "quiet",
+        bool,
+        False,
+        "no progress or phase lines: only warnings, errors and the final summary",
+        READS,
+    ),
+    Option(
+        "verbose",
+        bool,
+        False,
+        "debug lines as well: each range as it finishes (rows, MB, seconds, attempt)",
+        READS,
+        short="-v",
+    ),
+    Option(
+        "log_format",
+        str,
+        "text",
+        "stderr as text (a live display on a terminal, plain lines otherwise) or one JSON "
+        "object per event (docs/progress.md lists the fields)",
+        READS,
+        choices=("text", "json"),
     ),
     Option(
         "max_attempts",

@@ -8,10 +8,10 @@ failure or abort.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from parallelsync import transcode
 from parallelsync.cdc.changed_rows import emit_changed_rows
@@ -30,6 +30,7 @@ from parallelsync.job.phases import (
     snapshot_count_query,
 )
 from parallelsync.job.progress import Progress
+from parallelsync.job.report import LineReporter, Phases, Reporter
 from parallelsync.job.resume import (
     ResumeStart,
     catch_up,
@@ -40,6 +41,7 @@ from parallelsync.job.resume import (
 from parallelsync.job.schedule import Scheduler
 from parallelsync.job.state import AbortFlag, RangeState, Result, interrupt, new_job_id
 from parallelsync.redact import scrub_known
+from parallelsync.source.counts import Counts
 from parallelsync.source.guard import SnapshotGuard
 from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
 from parallelsync.targets import Target, open_target
@@ -50,6 +52,8 @@ from parallelsync.workers.worker import WorkerSetup
 
 # Job-document updates at most this often: the stats write must stay negligible next to the copy.
 STATS_INTERVAL_S = 2.0
+# The summary and the job's JSON list this many of the slowest ranges (skew shows there).
+SLOWEST_RANGES = 5
 
 
 def refuse_empty(target: Target) -> None:
@@ -64,8 +68,14 @@ def refuse_empty(target: Target) -> None:
         )
 
 
-def stderr_log(msg: str) -> None:
-    print(scrub_known(msg), file=sys.stderr, flush=True)
+def slowest_ranges(states: list[RangeState], n: int = SLOWEST_RANGES) -> list[dict[str, Any]]:
+    """The `n` finished ranges that took longest (this run's or, on a resume, an earlier's)."""
+    done = sorted((s for s in states if s.status == "DONE"), key=lambda s: -s.seconds)[:n]
+    return [
+        {"range": s.rng.id, "rows": s.rows, "bytes": s.bytes, "seconds": round(s.seconds, 3),
+         "attempts": s.attempts}
+        for s in done
+    ]  # fmt: skip
 
 
 @dataclass
@@ -97,31 +107,40 @@ def run_workers(
     check: Callable[[], None],
     on_stats: Callable[[], None],
     on_done: Callable[[RangeState], None] = lambda state: None,
+    debug: Callable[[str], None] = lambda message: None,
 ) -> None:
     """The workers copy every range (shared by copy and verify)."""
     last = [0.0]
 
     def tick() -> None:
-        progress.tick()
+        progress.tick(sched.worker_lines, sched.ranges_done)
         if time.monotonic() - last[0] > STATS_INTERVAL_S:
             last[0] = time.monotonic()
             on_stats()
 
+    def done(st: RangeState) -> None:
+        debug(
+            f"range {st.rng.id} done: {st.rows:,} rows, {st.bytes / 1e6:.1f} MB in "
+            f"{st.seconds:.2f} s (attempt {st.attempts})"
+        )
+        on_done(st)
+
     progress.add(sum(s.rows for s in states), sum(s.bytes for s in states))
-    Scheduler(
+    sched = Scheduler(
         pool, setup, states, workers=cfg.workers, max_attempts=cfg.max_attempts, log=log,
-        on_rows=progress.add, check=check, tick=tick, on_done=on_done,
+        on_rows=progress.add, check=check, tick=tick, on_done=done,
         stall_seconds=cfg.stall_seconds,
-    ).run()  # fmt: skip
-    progress.tick(force=True)
+    )  # fmt: skip
+    sched.run()
+    progress.tick(sched.worker_lines, sched.ranges_done, force=True)
     on_stats()
-    progress.done()
 
 
 class CopyJob:
-    def __init__(self, cfg: CopyConfig, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, cfg: CopyConfig, reporter: Reporter | None = None) -> None:
         self.cfg = cfg
-        self.log = log or stderr_log
+        self.reporter = reporter or LineReporter()
+        self.phases = Phases(self.reporter)
         self.abort = AbortFlag()
         self.pool = WorkerPool()
         self.started = time.monotonic()
@@ -132,19 +151,22 @@ class CopyJob:
         run = Run(self.job_id, temp_name(cfg.collection, self.job_id))
         result = Result(FAILED, run.job_id, workers=cfg.workers)
         states: list[RangeState] = []
+        phases = self.phases
         self.abort.install()
         try:
-            self.pool.prestart()  # the fork server loads the workers' code meanwhile
-            prepared = preflight(cfg, self.log)
-            if prepared.workers != cfg.workers:  # capped to the source's free connections
-                self.cfg = cfg = replace(cfg, workers=prepared.workers)
-                result.workers = cfg.workers
-            run.target = target = open_target(
-                cfg.target, db=cfg.db, collection=cfg.collection,
-                stats_collection=cfg.stats_collection,
-            )  # fmt: skip
-            result.target = target.display
-            states, snap, estimated = self._start(prepared, target, run)
+            with phases.run("preflight"):
+                self.pool.prestart()  # the fork server loads the workers' code meanwhile
+                prepared = preflight(cfg, self.log)
+                if prepared.workers != cfg.workers:  # capped to the source's free connections
+                    self.cfg = cfg = replace(cfg, workers=prepared.workers)
+                    result.workers = cfg.workers
+                run.target = target = open_target(
+                    cfg.target, db=cfg.db, collection=cfg.collection,
+                    stats_collection=cfg.stats_collection,
+                )  # fmt: skip
+                result.target = target.display
+                job = self._lock(prepared, target, run)
+            states, snap, estimated = self._start(prepared, target, run, job)
             run.states = states
             result.job_id, result.ranges = run.job_id, len(states)
             consistent = run.resumed is None or run.resumed.exact
@@ -160,43 +182,59 @@ class CopyJob:
                 lock_timeout=cfg.lock_timeout_seconds, table=prepared.table.display,
                 table_oid=prepared.table.oid,
             )  # fmt: skip
-            progress = Progress(estimated, cfg.progress_seconds)
+            progress = Progress(estimated, self.reporter, ranges=len(states))
             hooks.fire("before_workers", source=cfg.source, table=prepared.table.display,
                        states=states)  # fmt: skip
             assert run.guard is not None
-            counter = run.guard.start_count(snapshot_count_query(cfg, prepared))
-            run_workers(
-                self.pool, setup, states, cfg, progress, log=self.log,
-                check=lambda: self._check(target),
-                on_stats=lambda: self._stats(run, states, progress),
-                on_done=lambda st: self._range_done(run, states, progress),
-            )  # fmt: skip
-            counts = counter.result(check=lambda: self._check(target))
-            run.guard.close()  # the last range is copied: a TRUNCATE may go ahead now
-            hooks.fire("before_checks", target_uri=cfg.target, db=cfg.db, temp=run.temp)
-            caught_up, consistency = 0, "per-range" if prepared.read.foreign else "snapshot"
-            if run.resumed is not None:
-                caught_up = catch_up(
-                    cfg, prepared, target, run.temp, run.resumed, run.jobs, self.log
-                )
-                consistency = "caught_up" if run.resumed.exact else "per-range"
-            result.rows = expected_documents(counts, states, consistency=consistency)
+            with phases.run("copy") as rec:
+                counter = run.guard.start_count(snapshot_count_query(cfg, prepared))
+                before = sum(s.rows for s in states), sum(s.bytes for s in states)
+                run_workers(
+                    self.pool, setup, states, cfg, progress, log=self.log,
+                    check=lambda: self._check(target),
+                    on_stats=lambda: self._stats(run, states, progress),
+                    on_done=lambda st: self._range_done(run, states, progress),
+                    debug=self.reporter.debug,
+                )  # fmt: skip
+                # This run's rows: a resume's ranges finished earlier are not this phase's work.
+                rec.rows = sum(s.rows for s in states) - before[0]
+                rec.bytes = sum(s.bytes for s in states) - before[1]
             result.bytes = sum(s.bytes for s in states)
-            if result.rows == 0 and not cfg.allow_empty:
-                refuse_empty(target)
-            result.docs = check_counts(
-                target, run.temp, states, result.rows, per_range=not caught_up
-            )
+            caught_up, consistency = 0, "per-range" if prepared.read.foreign else "snapshot"
+            with phases.run("count") as rec:
+                counts = counter.result(check=lambda: self._check(target))
+                run.guard.close()  # the last range is copied: a TRUNCATE may go ahead now
+                hooks.fire("before_checks", target_uri=cfg.target, db=cfg.db, temp=run.temp)
+                if run.resumed is None:
+                    result.rows, result.docs = self._counts(
+                        target, run, states, counts, 0, consistency
+                    )
+                    rec.rows = result.docs
+            if run.resumed is not None:
+                # The target's count comes after the catch-up: it checks the caught-up temp.
+                with phases.run("catch-up") as rec:
+                    caught_up = catch_up(
+                        cfg, prepared, target, run.temp, run.resumed, run.jobs, self.log
+                    )
+                    consistency = "caught_up" if run.resumed.exact else "per-range"
+                    result.rows, result.docs = self._counts(
+                        target, run, states, counts, caught_up, consistency
+                    )
+                    rec.rows = caught_up
             if cfg.verify == "checksum" and caught_up:
                 # Digests were taken as ranges were copied, before the catch-up rewrote rows.
                 self.log("checksums skipped: the resume rewrote changed rows; run `verify`")
             elif cfg.verify == "checksum":
-                verify_checksums(target, run.temp, states, run.jobs)
-            target.seal(run.temp)
+                with phases.run("checksums") as rec:
+                    verify_checksums(target, run.temp, states, run.jobs)
+                    rec.rows, rec.bytes = result.docs, result.bytes
+            with phases.run("indexes"):
+                target.seal(run.temp)
             if self.abort.requested:
                 raise Aborted("the job was interrupted before the swap; the target is unchanged")
-            target.swap(run.temp, self.log)
-            run.temp_live = False
+            with phases.run("swap"):
+                target.swap(run.temp, self.log)
+                run.temp_live = False
             result.status, result.seconds = FINISHED, time.monotonic() - self.started
             run.jobs.finish(FINISHED, self._totals(states, result))
             if run.holder is not None:
@@ -204,7 +242,10 @@ class CopyJob:
             if run.resumed is not None and run.slot and snap.consistent_lsn:
                 advance_slot(cfg.source, run.slot, snap.consistent_lsn)
             if cfg.changed_rows_collection:
-                result.extra["changed_rows"] = self._changed_rows(prepared, target, run, snap)
+                with phases.run("changed-rows") as rec:
+                    changed = self._changed_rows(prepared, target, run, snap)
+                    rec.rows = changed or 0
+                result.extra["changed_rows"] = changed
             return result
         except (ParallelSyncError, KeyboardInterrupt) as exc:
             err = (
@@ -221,6 +262,8 @@ class CopyJob:
             self._cleanup(run, status, str(err))
             return result
         finally:
+            result.phases = phases.docs()
+            result.slowest_ranges = slowest_ranges(states)
             self.pool.stop()
             if run.guard is not None:
                 run.guard.close()
@@ -228,11 +271,29 @@ class CopyJob:
                 run.target.close()
             self.abort.restore()
 
+    def _counts(
+        self,
+        target: Target,
+        run: Run,
+        states: list[RangeState],
+        counts: Counts,
+        caught_up: int,
+        consistency: str,
+    ) -> tuple[int, int]:
+        """The rows the source holds and the documents the temp holds, checked equal."""
+        rows = expected_documents(counts, states, consistency=consistency)
+        if rows == 0 and not self.cfg.allow_empty:
+            refuse_empty(target)
+        docs = check_counts(target, run.temp, states, rows, per_range=not caught_up)
+        return rows, docs
+
+    def log(self, message: str) -> None:
+        """A message for the user (a note or warning): through the reporter, scrubbed."""
+        self.reporter.warning(scrub_known(message))
+
     # ---------------------------------------------------------------- phases
-    def _start(
-        self, prepared: Prepared, target: Target, run: Run
-    ) -> tuple[list[RangeState], Snapshot, int]:
-        """Lock the target, then either resume the job named by --resume or start a new one."""
+    def _lock(self, prepared: Prepared, target: Target, run: Run) -> dict[str, Any] | None:
+        """Take the target's lock for a new job, or for the job named by --resume (returned)."""
         cfg = self.cfg
         job = target.find_job(cfg.resume) if cfg.resume else None
         # Leftover slots hold WAL back on the source: say so (a resumed job's own slot is used).
@@ -244,33 +305,45 @@ class CopyJob:
             run.job_id, run.temp = str(job["_id"]), str(job["target"]["temp"])
         target.lock(run.job_id, resume=job is not None)
         run.locked, run.jobs = True, target.jobs(run.job_id)
+        # From now on the job document records each phase as it ends (`status` shows them).
+        self.phases.on_end = lambda: run.jobs.update({"phases": self.phases.docs()})
         target.remove_leftovers(run.temp, run.job_id, self.log)
+        return job
+
+    def _start(
+        self, prepared: Prepared, target: Target, run: Run, job: dict[str, Any] | None
+    ) -> tuple[list[RangeState], Snapshot, int]:
+        """Either resume the job found by `_lock` or start a new one: snapshot, then plan."""
+        cfg = self.cfg
         if job is not None:
             run.temp_live = True  # it exists: a failure of this run must drop it too
-            run.resumed = start = start_resume(cfg, prepared, target, job, run.jobs, self.log)
-            run.holder, run.slot, run.publication = start.holder, start.slot, start.publication
-            self._guard(prepared, start.snapshot, run)
+            with self.phases.run("snapshot"):
+                run.resumed = start = start_resume(cfg, prepared, target, job, run.jobs, self.log)
+                run.holder, run.slot, run.publication = start.holder, start.slot, start.publication
+                self._guard(prepared, start.snapshot, run)
             return start.states, start.snapshot, start.estimated_rows
-        # The publication preflight chose (cdc/publication.py), made before the slot exists, so
-        # the slot can tell a later resume which rows changed.
-        pub = prepared.publication
-        if pub is not None:
-            if pub.create:
-                create_publication(cfg.source, prepared.table, pub)
-            run.publication = pub.name
-        run.holder, run.slot = SnapshotHolder(cfg.source, cfg.slot), cfg.slot
-        snap = run.holder.open()
-        self._guard(prepared, snap, run)
-        plan = make_plan(cfg, prepared, snap.name)
-        states = range_states(cfg, prepared, plan)
-        run.jobs.create(
-            jobdoc.initial(
-                cfg, prepared, plan, snap, states, temp=run.temp,
-                fingerprint=fingerprint(prepared, cfg), publication=run.publication,
-            )
-        )  # fmt: skip
-        target.prepare(run.temp)
-        run.temp_live = True
+        with self.phases.run("snapshot"):
+            # The publication preflight chose (cdc/publication.py), made before the slot exists,
+            # so the slot can tell a later resume which rows changed.
+            pub = prepared.publication
+            if pub is not None:
+                if pub.create:
+                    create_publication(cfg.source, prepared.table, pub)
+                run.publication = pub.name
+            run.holder, run.slot = SnapshotHolder(cfg.source, cfg.slot), cfg.slot
+            snap = run.holder.open()
+            self._guard(prepared, snap, run)
+        with self.phases.run("plan"):
+            plan = make_plan(cfg, prepared, snap.name)
+            states = range_states(cfg, prepared, plan)
+            run.jobs.create(
+                jobdoc.initial(
+                    cfg, prepared, plan, snap, states, temp=run.temp,
+                    fingerprint=fingerprint(prepared, cfg), publication=run.publication,
+                )
+            )  # fmt: skip
+            target.prepare(run.temp)
+            run.temp_live = True
         return states, snap, plan.estimated_rows
 
     def _guard(self, prepared: Prepared, snap: Snapshot, run: Run) -> None:
@@ -307,7 +380,7 @@ class CopyJob:
 
     def _totals(self, states: list[RangeState], r: Result) -> dict[str, object]:
         fields = jobdoc.figures(states, r.rows, r.docs, r.bytes, r.seconds, 1.0)
-        fields |= {"source_count": r.rows, "target_count": r.docs}
+        fields |= {"source_count": r.rows, "target_count": r.docs, "phases": self.phases.docs()}
         if self.cfg.oversize == "skip":
             # Skipped rows were read but not written: source rows = rows + skipped_count.
             count, entries = jobdoc.skipped(states)
@@ -358,4 +431,5 @@ class CopyJob:
         if run.states:
             ended["ranges"] = [s.doc() for s in run.states]
         ended["elapsed"] = round(time.monotonic() - self.started, 3)
+        ended["phases"] = self.phases.docs()
         run.jobs.finish(status, ended)

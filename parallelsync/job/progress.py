@@ -1,10 +1,19 @@
-"""Progress while a copy runs: a live line on a terminal, periodic log lines otherwise."""
+"""Progress of the worker phase: totals counted as workers report, snapshots for the reporter.
+
+How the snapshots look (a live display, plain lines, JSON) is the command line's business
+(cli/display.py); this module only counts and decides how often to hand one over.
+"""
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+
+from parallelsync.job.report import Reporter, Snapshot, WorkerLine
+
+# Snapshots go to the reporter at most this often: a live display redraws 4 times a second, and
+# building a snapshot (one line per worker) on every batch message would cost for nothing.
+SNAPSHOT_S = 0.25
 
 
 def human(n: float) -> str:
@@ -21,11 +30,10 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, estimated_rows: int, interval: float, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+    def __init__(self, estimated_rows: int, reporter: Reporter, ranges: int = 0) -> None:
+        self.reporter = reporter
         self.estimated = max(estimated_rows, 0)
-        self.interval = 0.5 if self.tty else interval
+        self.ranges = ranges
         self.start = time.monotonic()
         self._last = 0.0
         self.rows = 0
@@ -40,33 +48,21 @@ class Progress:
             return 0.0
         return min(1.0, self.rows / self.estimated)
 
-    def line(self) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = self.rows / elapsed
-        parts = [
-            f"{human(self.rows)} rows",
-            f"{human(rate)} rows/s",
-            f"{self.bytes / elapsed / 1e6:.1f} MB/s",
-        ]
-        if self.estimated > 0:
-            parts.insert(1, f"~{self.fraction() * 100:.0f}% of ~{human(self.estimated)}")
-            if rate > 0 and self.rows < self.estimated:
-                parts.append(f"ETA {duration((self.estimated - self.rows) / rate)}")
-        parts.append(f"elapsed {duration(elapsed)}")
-        return "progress: " + ", ".join(parts)
+    def snapshot(self, workers: tuple[WorkerLine, ...] = (), ranges_done: int = 0) -> Snapshot:
+        return Snapshot(
+            self.rows, self.bytes, self.estimated, time.monotonic() - self.start, workers,
+            ranges_done, self.ranges,
+        )  # fmt: skip
 
-    def tick(self, force: bool = False) -> None:
+    def tick(
+        self,
+        workers: Callable[[], tuple[WorkerLine, ...]] = tuple,
+        ranges_done: Callable[[], int] = lambda: 0,
+        *,
+        force: bool = False,
+    ) -> None:
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
+        if not force and now - self._last < SNAPSHOT_S:
             return
         self._last = now
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + self.line())
-        else:
-            self.stream.write(self.line() + "\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.tty:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
+        self.reporter.progress(self.snapshot(workers(), ranges_done()))

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from parallelsync.errors import ParallelSyncError, WorkerDied, WorkerStalled
+from parallelsync.job.report import WorkerLine
 from parallelsync.job.state import DONE, FAILED, PENDING, RUNNING, RangeState
 from parallelsync.workers.messages import (
     Done,
@@ -118,6 +119,7 @@ class Scheduler:
         self.poll = poll
         self.assigned: dict[int, int | None] = {}  # worker -> range it copies (None: idle)
         self.ready: set[int] = set()  # workers that imported the snapshot and take ranges
+        self.released: set[int] = set()  # workers told to exit: nothing left for them
         self.pids: dict[int, int] = {}  # worker -> its process id (from Ready), for messages
         self.heard: dict[int, float] = {}  # worker -> when it last sent a message (or got a range)
         # Bounds worker starts, so a worker that dies at every start cannot loop forever.
@@ -136,6 +138,22 @@ class Scheduler:
             self._stalls()
             self._spawn()
             self.tick()
+
+    def worker_lines(self) -> tuple[WorkerLine, ...]:
+        """Each live worker as a display shows it: starting (not ready yet), copying a range
+        (with that range's rows so far), or idle."""
+        lines = []
+        for wid in sorted(self.pool.procs):
+            rid = self.assigned.get(wid)
+            if rid is not None:
+                lines.append(WorkerLine(wid, "copying", rid, self.by_id[rid].rows))
+            else:
+                idle = "idle" if wid in self.ready else "starting"
+                lines.append(WorkerLine(wid, "finished" if wid in self.released else idle))
+        return tuple(lines)
+
+    def ranges_done(self) -> int:
+        return sum(1 for s in self.states if s.status == DONE)
 
     def _assign(self) -> None:
         now = self.clock()
@@ -161,6 +179,7 @@ class Scheduler:
         for wid in sorted(self.ready):
             if self.assigned.get(wid) is None:
                 self.ready.discard(wid)
+                self.released.add(wid)
                 self.pool.send(wid, None)
 
     def handle(self, msg: Message) -> None:
@@ -272,6 +291,7 @@ class Scheduler:
 
     def _retire(self, wid: int) -> None:
         self.ready.discard(wid)
+        self.released.discard(wid)
         self.assigned.pop(wid, None)
         self.heard.pop(wid, None)
         self.pool.retire(wid)

@@ -97,6 +97,10 @@ class Result:
     # False when the run failed before it took the target (preflight): then there is no job to
     # summarise, only the error message.
     job_created: bool = True
+    # Each phase that ran: {name, seconds, rows, bytes, rows_per_second, state} (report.py).
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    # The finished ranges that took longest: {range, rows, bytes, seconds, attempts}.
+    slowest_ranges: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         out = {
@@ -114,6 +118,8 @@ class Result:
             "workers": self.workers,
             "ranges": self.ranges,
             "error": self.error,
+            "phases": self.phases,
+            "slowest_ranges": self.slowest_ranges,
         }
         out.update(self.extra)
         return out

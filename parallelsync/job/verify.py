@@ -17,10 +17,12 @@ from bson.raw_bson import RawBSONDocument
 from parallelsync.config import CopyConfig
 from parallelsync.errors import Aborted, UsageError
 from parallelsync.job.checks import compare
-from parallelsync.job.copy import run_workers, stderr_log
+from parallelsync.job.copy import run_workers, slowest_ranges
 from parallelsync.job.phases import Prepared, make_plan, preflight, range_states
 from parallelsync.job.progress import Progress
+from parallelsync.job.report import LineReporter, Phases, Reporter
 from parallelsync.job.state import AbortFlag
+from parallelsync.redact import scrub_known
 from parallelsync.source.connect import connect
 from parallelsync.source.copystream import copy_batches
 from parallelsync.source.guard import SnapshotGuard
@@ -70,13 +72,20 @@ def sample_differences(
     }
 
 
-def run_verify(cfg: CopyConfig, log: Any = stderr_log) -> dict[str, Any]:
+def run_verify(cfg: CopyConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     started = time.monotonic()
-    prepared = preflight(cfg, log)
-    cfg = replace(cfg, workers=prepared.workers)  # capped to the source's free connections
-    target = open_target(
-        cfg.target, db=cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection
-    )
+    reporter = reporter or LineReporter()
+
+    def log(message: str) -> None:
+        reporter.warning(scrub_known(message))
+
+    phases = Phases(reporter)
+    with phases.run("preflight"):
+        prepared = preflight(cfg, log)
+        cfg = replace(cfg, workers=prepared.workers)  # capped to the source's free connections
+        target = open_target(
+            cfg.target, db=cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection
+        )
     abort, pool = AbortFlag(), WorkerPool()
     try:
         if target.kind != "mongodb":
@@ -93,10 +102,13 @@ def run_verify(cfg: CopyConfig, log: Any = stderr_log) -> dict[str, Any]:
         holder = SnapshotHolder(cfg.source, None)
         guard = SnapshotGuard(cfg.source)
         try:
-            snap = holder.open()
-            guard.open(snap.name, prepared.table, prepared.read)  # not truncated since the snapshot
-            plan = make_plan(cfg, prepared, snap.name)
-            states = range_states(cfg, prepared, plan)
+            with phases.run("snapshot"):
+                snap = holder.open()
+                # Not truncated since the snapshot.
+                guard.open(snap.name, prepared.table, prepared.read)
+            with phases.run("plan"):
+                plan = make_plan(cfg, prepared, snap.name)
+                states = range_states(cfg, prepared, plan)
             # The workers digest every document and discard it: the source side of the check.
             sink = NullTarget(cfg.collection).sink_spec("")
             setup = WorkerSetup(
@@ -105,24 +117,35 @@ def run_verify(cfg: CopyConfig, log: Any = stderr_log) -> dict[str, Any]:
                 lock_timeout=cfg.lock_timeout_seconds, table=prepared.table.display,
                 table_oid=prepared.table.oid,
             )  # fmt: skip
-            progress = Progress(plan.estimated_rows, cfg.progress_seconds)
-            run_workers(
-                pool, setup, states, cfg, progress, log=log,
-                check=lambda: _check(abort), on_stats=lambda: None,
-            )  # fmt: skip
+            progress = Progress(plan.estimated_rows, reporter, ranges=len(states))
+            with phases.run("read") as rec:
+                run_workers(
+                    pool, setup, states, cfg, progress, log=log,
+                    check=lambda: _check(abort), on_stats=lambda: None, debug=reporter.debug,
+                )  # fmt: skip
+                rec.rows, rec.bytes = progress.rows, progress.bytes
         finally:
             pool.stop()
             guard.close()
             holder.close()
             abort.restore()
-        cmp = compare(target, cfg.collection, states)
+        with phases.run("compare") as rec:
+            cmp = compare(target, cfg.collection, states)
+            rec.rows = cmp.target.count
         by_id = {s.rng.id: s for s in states}
-        samples = [
-            sample_differences(cfg, target, by_id[c.range_id].query, c.filter or {}, prepared)
-            | {"range": c.range_id}
-            for c in cmp.differing[:MAX_SAMPLED_RANGES]
-            if c.source.count <= SAMPLE_LIMIT_ROWS
+        sampled = [
+            c for c in cmp.differing[:MAX_SAMPLED_RANGES] if c.source.count <= SAMPLE_LIMIT_ROWS
         ]
+        samples = []
+        if sampled:
+            with phases.run("samples"):
+                samples = [
+                    sample_differences(
+                        cfg, target, by_id[c.range_id].query, c.filter or {}, prepared
+                    )
+                    | {"range": c.range_id}
+                    for c in sampled
+                ]
         return {
             "status": "EQUAL" if cmp.equal else "DIFFERENT",
             "table": prepared.table.display,
@@ -136,6 +159,8 @@ def run_verify(cfg: CopyConfig, log: Any = stderr_log) -> dict[str, Any]:
             "differing_ranges": [c.range_id for c in cmp.differing],
             "samples": samples,
             "seconds": round(time.monotonic() - started, 3),
+            "phases": phases.docs(),
+            "slowest_ranges": slowest_ranges(states),
         }
     finally:
         target.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +62,22 @@ def test_an_error_before_the_job_exists_prints_only_the_message(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:
     make_src(pg_conn)
-    run = run_cli(*copy_args(pg_dsn, "nope", mongo_uri, mongo_db.name))
-    assert run.rc == 3, run.stderr
-    assert run.stderr.strip().splitlines() == [
+    message = (
         "parallelsync: error: table 'nope' does not exist in the search path (public), or the "
         "user cannot see it; names with capitals or spaces need double quotes"
-    ]
+    )
+    run = run_cli(*copy_args(pg_dsn, "nope", mongo_uri, mongo_db.name))
+    assert run.rc == 3, run.stderr
+    # The phase it failed in, then the message: no summary block, there is no job to summarise.
+    started, failed, error = run.stderr.strip().splitlines()
+    assert started == "[preflight] started"
+    assert re.fullmatch(r"\[preflight\] failed after \d+\.\d s", failed), failed
+    assert error == message
+    quiet = run_cli(*copy_args(pg_dsn, "nope", mongo_uri, mongo_db.name, "--quiet"))
+    assert quiet.rc == 3 and quiet.stderr.strip().splitlines() == [message]
+    as_json = run_cli(*copy_args(pg_dsn, "nope", mongo_uri, mongo_db.name, "--log-format", "json"))
+    events = [json.loads(ln) for ln in as_json.stderr.splitlines()]
+    assert [e["event"] for e in events] == ["phase", "phase", "error"], events
+    assert events[-1]["message"] == message.removeprefix("parallelsync: error: ")
+    assert events[-1]["exit_code"] == as_json.rc == 3
     assert "parallelsync_jobs" not in mongo_db.list_collection_names()

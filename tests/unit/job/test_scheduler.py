@@ -643,3 +643,19 @@ def test_check_is_called_before_anything_is_sent() -> None:
     with pytest.raises(Aborted, match="lease lost"):
         run.scheduler.run()
     assert (pool.spawned, pool.sends) == ([], [])
+
+
+def test_worker_lines_show_each_worker_starting_copying_and_finished() -> None:
+    pool = FakePool(script={0: [[Rows(10, 100), Rows(5, 50), Finish()]], 1: [[Finish()]]})
+    run = make(pool, 2, workers=2)
+    seen: list[tuple[tuple[int, str, int | None, int], ...]] = []
+    run.scheduler.tick = lambda: seen.append(
+        tuple((w.wid, w.state, w.range_id, w.rows) for w in run.scheduler.worker_lines())
+    )
+    run.scheduler.run()
+    assert seen[0] == ((0, "starting", None, 0), (1, "starting", None, 0))
+    lines = {line for snap in seen for line in snap}
+    assert all(state in ("starting", "copying", "idle", "finished") for _, state, _, _ in lines)
+    # A worker's line carries its range and that range's rows so far.
+    assert {(0, "copying", 0, 10), (0, "copying", 0, 15), (1, "copying", 1, 0)} <= lines
+    assert run.scheduler.ranges_done() == 2
