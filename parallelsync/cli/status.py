@@ -11,6 +11,7 @@ from parallelsync.config import load_file, merge, options_for
 from parallelsync.errors import EXIT_OK, UsageError
 from parallelsync.redact import scrub_for, scrub_known
 from parallelsync.targets.mongodb.client import connect
+from parallelsync.targets.names import check_collection_name, check_db_name
 
 if TYPE_CHECKING:
     from parallelsync.cdc.slots import SlotInfo
@@ -30,6 +31,8 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
     values = merge(STATUS_OPTIONS, cli, os.environ, file)
     if not values["target"] or not values["db"]:
         raise UsageError("status needs --target (a MongoDB URI) and --db")
+    check_db_name(values["db"])
+    check_collection_name("--stats-collection", values["stats_collection"], values["db"])
     client = connect(values["target"])
     try:
         coll = client[values["db"]][values["stats_collection"]]

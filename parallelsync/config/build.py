@@ -227,8 +227,11 @@ def build_config(
     key = values["key"]
     values["key"] = tuple(k.strip() for k in key.split(",") if k.strip()) if key else None
     values["db"] = values.get("db") or ""
-    if not values.get("collection"):
+    if values.get("collection") is None:
         values["collection"] = default_collection(str(values["table"]))
+    elif not values["collection"]:
+        # Given but empty (`--collection ""`): not the default in disguise, a name MongoDB refuses.
+        raise UsageError("--collection is empty: a MongoDB collection needs a name")
     values["mapping"] = mapping
     values["command"] = command
     names = {f.name for f in fields(CopyConfig)}

@@ -16,6 +16,7 @@ from parallelsync.targets.base import (
     SinkSpec,
     Target,
 )
+from parallelsync.targets.names import check_collection_name, check_db_name, check_file_name
 
 
 def kind_of(uri: str) -> str:
@@ -40,14 +41,19 @@ def check_target(
     into them: a target named like the lease collection would replace every target's lease, one
     named like the job history would replace it, and temp-marked names are dropped as dead jobs'
     leftovers by the next run."""
+    if kind_of(uri) == "file":
+        check_file_name(collection)
     if kind_of(uri) != "mongodb":
         return
-    if not db:
-        raise UsageError("--db is required: the target database name")
+    check_db_name(db or "")
+    assert db
+    # The target's collection also gets a temp collection with a longer name; the others do not.
+    check_collection_name("--collection", collection, db, temp=True)
     names = [("--collection", collection), ("--stats-collection", stats_collection)]
     if changed_rows_collection is not None:
         names.append(("--changed-rows-collection", changed_rows_collection))
     for flag, name in names:
+        check_collection_name(flag, name, db)
         _check_name(flag, name)
     jobs_names = {stats_collection, DEFAULT_STATS_COLLECTION}
     if collection in jobs_names:
@@ -80,10 +86,6 @@ def _check_name(flag: str, name: str) -> None:
             f"{flag} {name} contains {TEMP_MARKER!r}, which marks parallelsync's temp "
             f"collections (a later run would drop it as a dead job's leftover); choose another "
             f"{flag}"
-        )
-    if name.startswith("system."):
-        raise UsageError(
-            f"{flag} {name}: names starting with 'system.' belong to MongoDB; choose another {flag}"
         )
 
 

@@ -25,6 +25,9 @@ Log = Callable[[str], None]
 # Temp collections (and the file target's temp parts) are named `<collection>__psync_tmp_<job>`:
 # a run that holds the target's lock knows every other name with this prefix is a dead job's.
 TEMP_MARKER = "__psync_tmp_"
+# Length of a job id (job/state.py `new_job_id`: `20260101T120000_a1b2c3`): the temp name's
+# suffix, which must fit in MongoDB's namespace limit with the target's name (targets/names.py).
+JOB_ID_LENGTH = 22
 # The tool's own collections in the target database: one lease per target (every run's lock) and
 # the default home of job documents. Neither may ever be a run's target.
 LOCK_COLLECTION = "parallelsync_locks"
