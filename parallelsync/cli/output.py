@@ -38,6 +38,14 @@ def _consistency(r: Result) -> str:
     return "one snapshot" if r.status == "FINISHED" else "-"
 
 
+# How the summary words the swap's outcome (the job document's swap_outcome).
+SWAP_SHOWN = {
+    "done": "done: the target is the new collection",
+    "not_done": "not done: the target is unchanged",
+    "unknown": "UNKNOWN: the target may be the old or the new collection; look before using it",
+}
+
+
 def print_summary(r: Result) -> None:
     rate = r.rows / r.seconds if r.seconds > 0 else 0.0
     rows = [
@@ -53,6 +61,8 @@ def print_summary(r: Result) -> None:
         ("consistent LSN", _lsn(r)),
         ("consistency", _consistency(r)),
     ]
+    if r.extra.get("swap_outcome"):
+        rows.append(("swap", SWAP_SHOWN.get(str(r.extra["swap_outcome"]), "-")))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}", file=sys.stderr)

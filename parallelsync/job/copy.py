@@ -18,7 +18,15 @@ from parallelsync.cdc.changed_rows import emit_changed_rows
 from parallelsync.cdc.publication import drop_publication, ensure_publication
 from parallelsync.cdc.slots import advance_slot, report_idle_slots
 from parallelsync.config import CopyConfig
-from parallelsync.errors import Aborted, ParallelSyncError, TargetError, UsageError
+from parallelsync.errors import (
+    SWAP_DONE,
+    SWAP_UNKNOWN,
+    Aborted,
+    ParallelSyncError,
+    SwapFailed,
+    TargetError,
+    UsageError,
+)
 from parallelsync.job import hooks, jobdoc
 from parallelsync.job.checks import check_counts, expected_documents, verify_checksums
 from parallelsync.job.cleanup import drop_temp
@@ -84,6 +92,7 @@ class Run:
     publication: str | None = None
     resumed: ResumeStart | None = None
     states: list[RangeState] = field(default_factory=list)  # for the job document at the end
+    swapping: bool = False  # the swap was started: a failure from here on may have replaced it
 
 
 def run_workers(
@@ -142,6 +151,7 @@ class CopyJob:
             run.target = target = open_target(
                 cfg.target, db=cfg.db, collection=cfg.collection,
                 stats_collection=cfg.stats_collection,
+                timeout_s=cfg.target_timeout_seconds, long_timeout_s=cfg.long_timeout_seconds,
             )  # fmt: skip
             result.target = target.display
             states, snap, estimated = self._start(prepared, target, run)
@@ -195,10 +205,17 @@ class CopyJob:
             target.seal(run.temp)
             if self.abort.requested:
                 raise Aborted("the job was interrupted before the swap; the target is unchanged")
-            target.swap(run.temp, self.log)
-            run.temp_live = False
+            hooks.fire("before_swap", target_uri=cfg.target, db=cfg.db, temp=run.temp,
+                       collection=cfg.collection)  # fmt: skip
+            run.swapping = True
+            note = target.swap(run.temp, self.log)
+            run.temp_live, run.swapping = False, False
             result.status, result.seconds = FINISHED, time.monotonic() - self.started
-            run.jobs.finish(FINISHED, self._totals(states, result))
+            result.extra["swap_outcome"] = SWAP_DONE
+            done = self._totals(states, result) | {"swap_outcome": SWAP_DONE}
+            if note:  # the rename's answer was lost; looking showed it took place
+                done["swap_note"] = note
+            run.jobs.finish(FINISHED, done)
             if run.holder is not None:
                 run.holder.close()  # keep the slot: change capture resumes from it
             if run.resumed is not None and run.slot and snap.consistent_lsn:
@@ -218,7 +235,11 @@ class CopyJob:
             result.seconds = time.monotonic() - self.started
             result.rows, result.bytes = sum(s.rows for s in states), sum(s.bytes for s in states)
             result.job_created = run.locked  # before that, no job document and no summary
-            self._cleanup(run, status, str(err))
+            outcome = None
+            if run.swapping:  # what became of the swap: the target's state depends on it
+                outcome = err.outcome if isinstance(err, SwapFailed) else SWAP_UNKNOWN
+                result.extra["swap_outcome"] = outcome
+            self._cleanup(run, status, str(err), swap_outcome=outcome)
             return result
         finally:
             self.pool.stop()
@@ -341,12 +362,16 @@ class CopyJob:
         run.jobs.update({"changed_rows": {"count": count, "upto_lsn": upto}})
         return count
 
-    def _cleanup(self, run: Run, status: str, error: str) -> None:
+    def _cleanup(
+        self, run: Run, status: str, error: str, *, swap_outcome: str | None = None
+    ) -> None:
         """Undo what this run made: workers, temp, its slot and publication. A run that never
         took the target's lock (refused, or failed before) owns nothing and drops nothing."""
         self.pool.stop()  # every worker gone, after its insert in flight, before the drop
         target = run.target
-        if target is not None and run.temp_live:
+        if target is not None and run.temp_live and swap_outcome != SWAP_UNKNOWN:
+            # (An unknown outcome means the server could not be reached to settle it: a leftover
+            # temp is dropped by the next run instead of waiting for the server again here.)
             drop_temp(target, run.temp, unclean_since=self.pool.last_unclean_exit, log=self.log)
         if run.holder is not None:
             run.holder.drop_slot()
@@ -357,6 +382,8 @@ class CopyJob:
             drop_publication(self.cfg.source, run.publication)
         interrupt(run.states)  # ranges cut short say so (a resume copies them again)
         ended: dict[str, object] = {"error": error}
+        if swap_outcome is not None:
+            ended["swap_outcome"] = swap_outcome
         if run.states:
             ended["ranges"] = [s.doc() for s in run.states]
         ended["elapsed"] = round(time.monotonic() - self.started, 3)

@@ -17,6 +17,7 @@ from parallelsync.targets.base import (
     Target,
 )
 from parallelsync.targets.names import check_collection_name, check_db_name, check_file_name
+from parallelsync.targets.timeouts import DEFAULT_CALL_TIMEOUT_S, DEFAULT_LONG_TIMEOUT_S
 
 
 def kind_of(uri: str) -> str:
@@ -89,7 +90,15 @@ def _check_name(flag: str, name: str) -> None:
         )
 
 
-def open_target(uri: str, *, db: str, collection: str, stats_collection: str) -> Target:
+def open_target(
+    uri: str,
+    *,
+    db: str,
+    collection: str,
+    stats_collection: str,
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    long_timeout_s: float = DEFAULT_LONG_TIMEOUT_S,
+) -> Target:
     """The coordinator's handle on the target (MongoDB: connected and pinged)."""
     kind = kind_of(uri)
     if kind == "null":
@@ -102,7 +111,9 @@ def open_target(uri: str, *, db: str, collection: str, stats_collection: str) ->
         return FileTarget(uri, collection)
     from parallelsync.targets.mongodb.target import MongoTarget
 
-    return MongoTarget(uri, db, collection, stats_collection)
+    return MongoTarget(
+        uri, db, collection, stats_collection, timeout_s=timeout_s, long_timeout_s=long_timeout_s
+    )
 
 
 def open_sink(spec: SinkSpec) -> Sink:
@@ -120,7 +131,7 @@ def open_sink(spec: SinkSpec) -> Sink:
     from parallelsync.targets.mongodb.client import connect
     from parallelsync.targets.mongodb.sink import MongoSink
 
-    return MongoSink(connect(spec.uri), spec.db, spec.temp)
+    return MongoSink(connect(spec.uri, call_timeout_s=spec.timeout_s), spec.db, spec.temp)
 
 
 __all__ = ["Sink", "SinkSpec", "Target", "check_target", "kind_of", "open_sink", "open_target"]

@@ -46,6 +46,7 @@ class SinkSpec:
     uri: str  # MongoDB URI, or the file target's directory
     db: str
     temp: str  # the temp collection (or the file target's temp name)
+    timeout_s: float = 0.0  # MongoDB: the bound of every call (--target-timeout-seconds)
 
 
 class Sink(Protocol):
@@ -97,7 +98,7 @@ class Target(Protocol):
     def replace(self, temp: str, ids: list[Any], docs: list[bytes]) -> int: ...
     def add_documents(self, collection: str, docs: list[dict[str, Any]]) -> None: ...
     def seal(self, temp: str) -> None: ...
-    def swap(self, temp: str, log: Log) -> None: ...
+    def swap(self, temp: str, log: Log) -> str: ...
     def discard(self, temp: str) -> None: ...
     def close(self) -> None: ...
 
@@ -162,8 +163,9 @@ class BaseTarget:
     def seal(self, temp: str) -> None:
         pass
 
-    def swap(self, temp: str, log: Log) -> None:
-        pass
+    def swap(self, temp: str, log: Log) -> str:
+        """Replace the target with `temp`; returns a note when the outcome had to be checked."""
+        return ""
 
     def discard(self, temp: str) -> None:
         pass

@@ -221,7 +221,7 @@ class FileTarget(BaseTarget):
     def final_count(self) -> int | None:
         return count_documents(self.final) if self.final.exists() else 0
 
-    def swap(self, temp: str, log: Log) -> None:
+    def swap(self, temp: str, log: Log) -> str:
         """Concatenate the range files and replace the final file atomically."""
         if not self._still_held():
             raise TargetError(
@@ -243,6 +243,7 @@ class FileTarget(BaseTarget):
         finally:
             shutil.rmtree(parts, ignore_errors=True)
         log(f"wrote {self.final}")
+        return ""
 
     def discard(self, temp: str) -> None:
         shutil.rmtree(temp_dir(self.directory, temp), ignore_errors=True)

@@ -2,22 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import pymongo
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
 
 from parallelsync.errors import TargetError, TargetUnavailable, UsageError
-from parallelsync.redact import redact_uri, remember, scrub_for, split_userinfo
+from parallelsync.redact import redact_uri, remember, scrub_for, scrub_known, split_userinfo
+from parallelsync.targets.timeouts import UNBOUNDED_S
 
 # Long enough for a replica-set election, short enough that a wrong host fails the preflight fast.
 SERVER_SELECTION_MS = 15_000
 
 
-def connect(uri: str, *, timeout_ms: int = SERVER_SELECTION_MS, **kwargs: Any) -> MongoClient[Any]:
-    """A client that has answered `ping`; TLS and auth options pass through the URI."""
+def timeout_error(what: str, exc: PyMongoError, seconds: float, flag: str) -> TargetError:
+    """The error for a failed call to MongoDB, saying which call and, for a timeout, the bound."""
+    if exc.timeout:
+        return TargetUnavailable(
+            f"{what}: MongoDB did not answer within {seconds:g} s ({flag}); "
+            f"check the server ({_first_line(exc)})"
+        )
+    return TargetError(f"{what} failed: {scrub_known(str(exc))}")
+
+
+@contextlib.contextmanager
+def bounded(what: str, seconds: float, flag: str = "--target-timeout-seconds") -> Iterator[None]:
+    """Run the calls of the block within `seconds` (0: unbounded); a failure names `what`."""
+    try:
+        # An explicit bound, never None: None would fall back to the client's own timeoutMS.
+        with pymongo.timeout(seconds or UNBOUNDED_S):
+            yield
+    except PyMongoError as exc:
+        raise timeout_error(what, exc, seconds, flag) from None
+
+
+def connect(
+    uri: str,
+    *,
+    timeout_ms: int = SERVER_SELECTION_MS,
+    call_timeout_s: float | None = None,
+    **kwargs: Any,
+) -> MongoClient[Any]:
+    """A client that has answered `ping`; TLS and auth options pass through the URI.
+
+    `call_timeout_s` bounds every call of the client (pymongo's timeoutMS; 0 or None: unbounded),
+    unless a `bounded` block gives the call another bound."""
     shown = redact_uri(uri)
     remember(uri)
+    if call_timeout_s:
+        kwargs.setdefault("timeoutMS", int(call_timeout_s * 1000))
     if "serverselectiontimeoutms" in uri.lower():
         timeout_ms = int(uri.lower().split("serverselectiontimeoutms=")[1].split("&")[0])
     else:
