@@ -268,6 +268,7 @@ class CopyJob:
         target.remove_leftovers(run.temp, run.job_id, self.log)
         if job is not None:
             run.temp_live = True  # it exists: a failure of this run must drop it too
+            run.jobs.update({"coordinator": jobdoc.coordinator()})  # this process runs it now
             run.resumed = start = start_resume(cfg, prepared, target, job, run.jobs, self.log)
             run.holder, run.slot, run.publication = start.holder, start.slot, start.publication
             self._guard(prepared, start.snapshot, run)
