@@ -12,5 +12,3 @@ DEFAULT_CALL_TIMEOUT_S = 300.0
 # own bound: an index build over a billion documents takes hours, and cutting it off would throw
 # the whole copy away, so only a server that never answers should hit this one.
 DEFAULT_LONG_TIMEOUT_S = 86_400.0
-# What "0: no bound" means to pymongo (a year; infinity cannot become the server's maxTimeMS).
-UNBOUNDED_S = 365 * 86_400.0

@@ -6,13 +6,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import pymongo
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
 
 from parallelsync.errors import TargetError, TargetUnavailable, UsageError
 from parallelsync.redact import redact_uri, remember, scrub_for, scrub_known, split_userinfo
-from parallelsync.targets.timeouts import UNBOUNDED_S
 
 # Long enough for a replica-set election, short enough that a wrong host fails the preflight fast.
 SERVER_SELECTION_MS = 15_000
@@ -30,11 +28,10 @@ def timeout_error(what: str, exc: PyMongoError, seconds: float, flag: str) -> Ta
 
 @contextlib.contextmanager
 def bounded(what: str, seconds: float, flag: str = "--target-timeout-seconds") -> Iterator[None]:
-    """Run the calls of the block within `seconds` (0: unbounded); a failure names `what`."""
+    """A failure of the block's calls names `what` (and, for a timeout, the bound `seconds` that
+    the client's socketTimeoutMS set: see `connect`)."""
     try:
-        # An explicit bound, never None: None would fall back to the client's own timeoutMS.
-        with pymongo.timeout(seconds or UNBOUNDED_S):
-            yield
+        yield
     except PyMongoError as exc:
         raise timeout_error(what, exc, seconds, flag) from None
 
@@ -48,12 +45,14 @@ def connect(
 ) -> MongoClient[Any]:
     """A client that has answered `ping`; TLS and auth options pass through the URI.
 
-    `call_timeout_s` bounds every call of the client (pymongo's timeoutMS; 0 or None: unbounded),
-    unless a `bounded` block gives the call another bound."""
+    `call_timeout_s` bounds how long any call of the client waits for the server's answer
+    (socketTimeoutMS; 0 or None: unbounded). Not pymongo's timeoutMS: under it, waiting for a
+    server that is down takes the whole bound instead of serverSelectionTimeoutMS, so a restart
+    or an outage would hold every insert for minutes before its retry."""
     shown = redact_uri(uri)
     remember(uri)
-    if call_timeout_s:
-        kwargs.setdefault("timeoutMS", int(call_timeout_s * 1000))
+    if call_timeout_s and "sockettimeoutms" not in uri.lower():
+        kwargs.setdefault("socketTimeoutMS", int(call_timeout_s * 1000))
     if "serverselectiontimeoutms" in uri.lower():
         timeout_ms = int(uri.lower().split("serverselectiontimeoutms=")[1].split("&")[0])
     else:

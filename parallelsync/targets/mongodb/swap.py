@@ -11,7 +11,6 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from parallelsync.errors import SWAP_DONE, SWAP_NOT_DONE, SWAP_UNKNOWN, SwapFailed, TargetError
 from parallelsync.targets.mongodb.client import bounded, timeout_error
-from parallelsync.targets.timeouts import UNBOUNDED_S
 
 
 def existing_secondary_indexes(db: Database[Any], collection: str) -> list[dict[str, Any]]:
@@ -70,10 +69,10 @@ def rename(db: Database[Any], temp: str, target: str, *, before: Identity, timeo
     it was before the rename."""
     what = f"renaming {temp} to {target}"
     try:
-        with pymongo.timeout(timeout_s or UNBOUNDED_S):
-            db.client.admin.command(
-                "renameCollection", f"{db.name}.{temp}", to=f"{db.name}.{target}", dropTarget=True
-            )
+        # Bounded by the client's socketTimeoutMS (--target-timeout-seconds).
+        db.client.admin.command(
+            "renameCollection", f"{db.name}.{temp}", to=f"{db.name}.{target}", dropTarget=True
+        )
         return ""
     except OperationFailure as exc:
         if not exc.timeout:  # the server answered: the rename is atomic and did not happen
@@ -118,8 +117,8 @@ def settle(db: Database[Any], temp: str, target: str, before: Identity, timeout_
     if before.exists and before.uuid is None:
         return SWAP_UNKNOWN  # the server shows no UUIDs: nothing tells old and new apart
     try:
-        # Bounded on its own: under a bound, pymongo retries a read on a broken connection until
-        # the bound is spent, and an unreachable server must not hold the run for long twice.
+        # One bound for the whole look (pymongo waits for the server to come back, and retries,
+        # within it), so an unreachable server does not hold the run for long twice.
         with pymongo.timeout(min(timeout_s or SETTLE_S, SETTLE_S)):
             db.drop_collection(temp)
             now = identity(db, target)

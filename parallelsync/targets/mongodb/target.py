@@ -45,13 +45,22 @@ class MongoTarget:
         self.collection = collection
         self.stats_collection = stats_collection
         self.display = f"{db}.{collection}"
-        # Every call of this client is bounded (timeoutMS); calls whose work grows with the data
-        # run in a `long` block instead.
+        # Every call of this client waits at most timeout_s for its answer; calls whose work
+        # grows with the data go through a second client with the long bound (`long_db`).
         self.timeout_s, self.long_timeout_s = timeout_s, long_timeout_s
         self.client: MongoClient[Any] = connect(uri, call_timeout_s=timeout_s)
         self.db: Database[Any] = self.client[db]
+        self._long: MongoClient[Any] | None = None
         self._lease: Lease | None = None
         self._before: swap.Identity | None = None
+
+    @property
+    def long_db(self) -> Database[Any]:
+        """The database through a client whose calls may take --long-timeout-seconds (made on
+        first use: most runs only need it for the final counts)."""
+        if self._long is None:
+            self._long = connect(self.uri, call_timeout_s=self.long_timeout_s)
+        return self._long[self.db.name]
 
     def long(self, what: str) -> contextlib.AbstractContextManager[None]:
         return bounded(what, self.long_timeout_s, "--long-timeout-seconds")
@@ -121,7 +130,7 @@ class MongoTarget:
 
     def count(self, name: str, id_filter: IdFilter | None = None) -> int | None:
         with self.long(f"counting the documents of {name}"):
-            return int(self.db[name].count_documents(id_filter or {}))
+            return int(self.long_db[name].count_documents(id_filter or {}))
 
     def final_count(self) -> int | None:
         with self.call(f"counting the documents of {self.display}"):
@@ -129,11 +138,11 @@ class MongoTarget:
 
     def digest(self, name: str, id_filter: IdFilter) -> Digest:
         with self.long(f"reading {name} back for its checksum"):
-            return digest.target_digest(self.db[name], id_filter)
+            return digest.target_digest(self.long_db[name], id_filter)
 
     def hashes(self, name: str, id_filter: IdFilter, limit: int) -> dict[Any, int] | None:
         with self.long(f"reading {name} back for per-document hashes"):
-            return digest.target_hashes(self.db[name], id_filter, limit)
+            return digest.target_hashes(self.long_db[name], id_filter, limit)
 
     def clear(self, temp: str, id_filter: IdFilter) -> None:
         """Remove what a failed attempt wrote for a range selectable by `_id`."""
@@ -167,7 +176,7 @@ class MongoTarget:
             # The target as it is before the swap: a rename whose answer is lost is settled by
             # comparing with it (swap.settle).
             self._before = swap.identity(self.db, self.collection)
-        swap.build_indexes(self.db, temp, specs, timeout_s=self.long_timeout_s)
+        swap.build_indexes(self.long_db, temp, specs, timeout_s=self.long_timeout_s)
 
     def swap(self, temp: str, log: Log) -> str:
         with self.call("checking the target lease"):
@@ -193,3 +202,5 @@ class MongoTarget:
     def close(self) -> None:
         self.unlock()
         self.client.close()
+        if self._long is not None:
+            self._long.close()
