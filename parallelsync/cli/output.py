@@ -27,6 +27,8 @@ def print_traceback(exc: BaseException) -> None:
 def _lsn(r: Result) -> str:
     if not r.slot:
         return "- (no slot)"
+    if r.status != "FINISHED" and r.extra.get("swap_outcome") == "unknown":
+        return f"{r.consistent_lsn} (slot {r.slot} kept: valid only if the swap took place)"
     if r.status != "FINISHED":
         return f"- (the run's slot {r.slot} was dropped)" if r.consistent_lsn else "-"
     return f"{r.consistent_lsn} (slot {r.slot})"

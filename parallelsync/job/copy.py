@@ -374,13 +374,25 @@ class CopyJob:
             # (An unknown outcome means the server could not be reached to settle it: a leftover
             # temp is dropped by the next run instead of waiting for the server again here.)
             drop_temp(target, run.temp, unclean_since=self.pool.last_unclean_exit, log=self.log)
-        if run.holder is not None:
-            run.holder.drop_slot()
-        if run.locked and run.resumed is not None and run.slot:
-            # The resumed job's own slot is as useless as its temp collection now.
-            drop_slot(self.cfg.source, run.slot)
-        if run.locked and run.publication:
-            drop_publication(self.cfg.source, run.publication)
+        if swap_outcome == SWAP_UNKNOWN and run.slot:
+            # The target may be the new copy, for which the slot is where change capture
+            # resumes: dropping it could not be undone, keeping it costs WAL until decided.
+            if run.holder is not None:
+                run.holder.close()
+            self.log(
+                f"kept replication slot {run.slot} (and its publication): if {self.cfg.db}."
+                f"{self.cfg.collection} turns out to be the new copy, change capture resumes from "
+                "it; otherwise drop it: parallelsync slot drop "
+                f"{run.slot} --source DSN"
+            )
+        else:
+            if run.holder is not None:
+                run.holder.drop_slot()
+            if run.locked and run.resumed is not None and run.slot:
+                # The resumed job's own slot is as useless as its temp collection now.
+                drop_slot(self.cfg.source, run.slot)
+            if run.locked and run.publication:
+                drop_publication(self.cfg.source, run.publication)
         interrupt(run.states)  # ranges cut short say so (a resume copies them again)
         ended: dict[str, object] = {"error": error}
         if swap_outcome is not None:

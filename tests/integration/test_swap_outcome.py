@@ -87,12 +87,26 @@ def test_connection_lost_after_the_server_renamed_reports_the_swap_as_done(
 
 @pytest.mark.usefixtures("fail_points", "items")
 def test_outcome_that_cannot_be_checked_is_unknown_and_fails(
-    pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:
     # A short call bound: every look at the collections fails, and is retried until the bound.
-    rc, stderr, job = copy_with_fault(
-        "unknown", pg_dsn, mongo_uri, mongo_db, "--target-timeout-seconds", "5"
-    )
+    try:
+        rc, stderr, job = copy_with_fault(
+            "unknown", pg_dsn, mongo_uri, mongo_db, "--target-timeout-seconds", "5",
+            "--slot", "unknown_swap",
+        )  # fmt: skip
+        # The target may be the new copy: the slot change capture would resume from is kept.
+        kept = pg_conn.execute(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'unknown_swap'"
+        ).fetchone()
+    finally:
+        pg_conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = 'unknown_swap'"
+        )
+    assert kept == (1,), stderr
+    assert "kept replication slot unknown_swap" in stderr
+    assert "(slot unknown_swap kept: valid only if the swap took place)" in stderr
     assert rc == 4, stderr
     assert "the outcome is unknown" in stderr
     assert "the target is unchanged" not in stderr
