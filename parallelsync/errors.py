@@ -78,6 +78,22 @@ class TargetUnavailable(TargetError):
     transient = True
 
 
+# What became of the final swap when it did not simply succeed (the job document's swap_outcome).
+SWAP_DONE, SWAP_NOT_DONE, SWAP_UNKNOWN = "done", "not_done", "unknown"
+
+
+class SwapFailed(TargetError):
+    """The swap did not (or may not) have replaced the target; `outcome` says which is known:
+    SWAP_NOT_DONE (the target is unchanged) or SWAP_UNKNOWN (it may be the old or the new one)."""
+
+    def __init__(self, message: str, outcome: str = SWAP_UNKNOWN) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+    def __reduce__(self) -> tuple[type[ParallelSyncError], tuple[str, str]]:  # type: ignore[override]
+        return (type(self), (self.message, self.outcome))
+
+
 class LockedError(ParallelSyncError):
     """Another job holds the lease for the target namespace."""
 

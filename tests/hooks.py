@@ -132,3 +132,45 @@ def block_first_range(states: list[Any], **_: Any) -> None:
     st = min(states, key=lambda s: s.rng.id)
     wait = f"(SELECT true FROM (SELECT pg_advisory_xact_lock_shared({RANGE_LOCK})) s)"
     st.query = st.query.replace(") TO STDOUT", f" AND {wait}) TO STDOUT")
+
+
+# The fault `rename_fault` injects at the swap (before_swap): see its docstring.
+RENAME_FAULT_ENV = "PSYNC_TEST_RENAME_FAULT"
+# The application name of the copy's own clients (`?appName=` in its URI): the fail points fire
+# only for them, so the hook's and the test's clients keep working.
+RENAME_FAULT_APP = "psync_rename_fault"
+
+
+def _fail(client: MongoClient[Any], commands: list[str], **data: Any) -> None:
+    client.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": commands, "appName": RENAME_FAULT_APP, **data},
+        }
+    )
+
+
+def rename_fault(target_uri: str, db: str, temp: str, collection: str, **_: Any) -> None:
+    """Just before the copy's rename, make its answer get lost ($PSYNC_TEST_RENAME_FAULT):
+
+    close    the connection drops before the server runs the rename (it never happens)
+    done     the server renames (done here, as the server would) and the answer is lost
+    unknown  as `done`, and every look afterwards (listCollections, drop) fails as well
+    hang     the server holds the rename for 6 s before running it, past the copy's bound
+    """
+    mode = os.environ[RENAME_FAULT_ENV]
+    client: MongoClient[Any] = MongoClient(target_uri, appname="psync_test_hook")
+    try:
+        if mode in ("done", "unknown"):
+            client.admin.command(
+                "renameCollection", f"{db}.{temp}", to=f"{db}.{collection}", dropTarget=True
+            )
+        if mode == "hang":
+            _fail(client, ["renameCollection"], blockConnection=True, blockTimeMS=6000)
+        else:
+            _fail(client, ["renameCollection"], closeConnection=True)
+        if mode == "unknown":
+            _fail(client, ["renameCollection", "listCollections", "drop"], closeConnection=True)
+    finally:
+        client.close()

@@ -43,6 +43,8 @@ def print_traceback(exc: BaseException) -> None:
 def _lsn(r: Result) -> str:
     if not r.slot:
         return "- (no slot)"
+    if r.status != "FINISHED" and r.extra.get("swap_outcome") == "unknown":
+        return f"{r.consistent_lsn} (slot {r.slot} kept: valid only if the swap took place)"
     if r.status != "FINISHED":
         return f"- (the run's slot {r.slot} was dropped)" if r.consistent_lsn else "-"
     return f"{r.consistent_lsn} (slot {r.slot})"
@@ -52,6 +54,14 @@ def _consistency(r: Result) -> str:
     if r.extra.get("consistency") == "per-range":
         return "per-range: a resume without a slot; finished ranges keep the first snapshot"
     return "one snapshot" if r.status == "FINISHED" else "-"
+
+
+# How the summary words the swap's outcome (the job document's swap_outcome).
+SWAP_SHOWN = {
+    "done": "done: the target is the new collection",
+    "not_done": "not done: the target is unchanged",
+    "unknown": "UNKNOWN: the target may be the old or the new collection; look before using it",
+}
 
 
 def print_summary(r: Result) -> None:
@@ -69,6 +79,8 @@ def print_summary(r: Result) -> None:
         ("consistent LSN", _lsn(r)),
         ("consistency", _consistency(r)),
     ]
+    if r.extra.get("swap_outcome"):
+        rows.append(("swap", SWAP_SHOWN.get(str(r.extra["swap_outcome"]), "-")))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}", file=sys.stderr)

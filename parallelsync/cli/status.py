@@ -7,10 +7,16 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pymongo.collection import Collection
+
 from parallelsync.config import load_file, merge, options_for
 from parallelsync.errors import EXIT_OK, UsageError
 from parallelsync.redact import scrub_for, scrub_known
-from parallelsync.targets.mongodb.client import connect
+from parallelsync.targets.base import LOCK_COLLECTION
+from parallelsync.targets.mongodb.client import bounded, connect
+from parallelsync.targets.mongodb.jobs import RUNNING
+from parallelsync.targets.mongodb.lease import stale_reasons
+from parallelsync.targets.names import check_collection_name, check_db_name
 
 if TYPE_CHECKING:
     from parallelsync.cdc.slots import SlotInfo
@@ -22,7 +28,7 @@ SUMMARY_FIELDS = {
     "_id": 1, "status": 1, "target": 1, "source.table": 1, "source.schema": 1, "totals": 1,
     "progress": 1, "started_at": 1, "finished_at": 1, "elapsed": 1, "error": 1, "workers": 1,
     "snapshot.consistent_lsn": 1, "snapshot.slot": 1, "abandoned_slot": 1, "source.dsn": 1,
-    "phases": 1,
+    "phases": 1, "coordinator": 1, "swap_outcome": 1,
 }  # fmt: skip
 
 
@@ -31,20 +37,28 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
     values = merge(STATUS_OPTIONS, cli, os.environ, file)
     if not values["target"] or not values["db"]:
         raise UsageError("status needs --target (a MongoDB URI) and --db")
-    client = connect(values["target"])
+    check_db_name(values["db"])
+    check_collection_name("--stats-collection", values["stats_collection"], values["db"])
+    client = connect(values["target"], call_timeout_s=values["target_timeout_seconds"])
     try:
         coll = client[values["db"]][values["stats_collection"]]
-        if cli.get("job"):
-            job = coll.find_one({"_id": cli["job"]})
-            if job is None:
-                raise UsageError(f"no job {cli['job']} in {values['db']}.{coll.name}")
-            print(shown(job, json.dumps(job, default=str, indent=None if as_json else 2)))
-            return EXIT_OK
-        query: dict[str, Any] = {}
-        if values["collection"]:
-            query["target.collection"] = values["collection"]
-        limit = int(cli.get("limit") or 10)
-        jobs = list(coll.find(query, SUMMARY_FIELDS).sort("started_at", -1).limit(limit))
+        with bounded(
+            f"reading the job documents in {values['db']}.{coll.name}",
+            values["target_timeout_seconds"],
+        ):
+            if cli.get("job"):
+                job = coll.find_one({"_id": cli["job"]})
+                if job is None:
+                    raise UsageError(f"no job {cli['job']} in {values['db']}.{coll.name}")
+                mark_stale([job], client[values["db"]][LOCK_COLLECTION])
+                print(shown(job, json.dumps(job, default=str, indent=None if as_json else 2)))
+                return EXIT_OK
+            query: dict[str, Any] = {}
+            if values["collection"]:
+                query["target.collection"] = values["collection"]
+            limit = int(cli.get("limit") or 10)
+            jobs = list(coll.find(query, SUMMARY_FIELDS).sort("started_at", -1).limit(limit))
+            mark_stale(jobs, client[values["db"]][LOCK_COLLECTION])
     finally:
         client.close()
     states = slot_states(values["source"], filter(None, map(job_slot, jobs)))
@@ -60,8 +74,11 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
     for j in jobs:
         totals = j.get("totals") or {}
         target = j.get("target") or {}
+        status = str(j.get("status", "?"))
+        if j.get("stale"):
+            status += f" (stale: {j['stale_reason']})"
         line = (
-            f"{j['_id']}  {j.get('status', '?'):<8}  {target.get('db')}.{target.get('collection')}"
+            f"{j['_id']}  {status:<8}  {target.get('db')}.{target.get('collection')}"
             f"  rows {totals.get('rows', 0):,}  progress {100 * float(j.get('progress') or 0):.0f}%"
             f"  started {j.get('started_at')}  elapsed {j.get('elapsed', '-')} s"
         )
@@ -85,6 +102,26 @@ def phase_line(phases: Iterable[Mapping[str, Any]]) -> str:
             f"{p.get('name')} {p.get('seconds', 0)} s" + ("" if state == "done" else f" ({state})")
         )
     return ", ".join(parts)
+
+
+def mark_stale(jobs: list[dict[str, Any]], locks: Collection[Any]) -> None:
+    """Flag RUNNING jobs whose coordinator is gone (`stale`, `stale_reason`): a job document
+    only says RUNNING; the target's lease and the coordinator's pid tell whether it still is."""
+    running = [j for j in jobs if j.get("status") == RUNNING]
+    if not running:
+        return
+    names = {_namespace(j) for j in running}
+    leases = {str(d["_id"]): d for d in locks.find({"_id": {"$in": sorted(names)}})}
+    for j in running:
+        reasons = stale_reasons(j, leases.get(_namespace(j)))
+        j["stale"] = bool(reasons)
+        if reasons:
+            j["stale_reason"] = "; ".join(reasons)
+
+
+def _namespace(job: Mapping[str, Any]) -> str:
+    target = job.get("target") or {}
+    return f"{target.get('db')}.{target.get('collection')}"
 
 
 def job_slot(job: Mapping[str, Any]) -> str | None:

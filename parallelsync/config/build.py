@@ -32,6 +32,7 @@ from parallelsync.mapping.config import MappingConfig, parse_mapping
 from parallelsync.source.locks import DEFAULT_LOCK_TIMEOUT_S
 from parallelsync.source.names import split_qualified
 from parallelsync.targets import kind_of
+from parallelsync.targets.timeouts import DEFAULT_CALL_TIMEOUT_S, DEFAULT_LONG_TIMEOUT_S
 from parallelsync.targets.uri import uri_database
 
 # Environment variables of ours that are not options: the config file, and knobs of the tests,
@@ -81,6 +82,8 @@ class CopyConfig:
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_S
     stop_at_end: bool = False  # follow
     idle_exit: float | None = None  # follow
+    target_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_S
+    long_timeout_seconds: float = DEFAULT_LONG_TIMEOUT_S
     # The `[mapping]` table of the config file (file only: it is structured).
     mapping: MappingConfig = field(default_factory=MappingConfig)
     command: str = COPY
@@ -249,7 +252,10 @@ def build_config(
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")
     if values.get("max_attempts", 1) < 1:
         raise UsageError(f"--max-attempts must be at least 1, got {values['max_attempts']}")
-    for name in ("stall_seconds", "lock_timeout_seconds", "progress_seconds"):
+    for name in (
+        "stall_seconds", "lock_timeout_seconds", "progress_seconds", "target_timeout_seconds",
+        "long_timeout_seconds",
+    ):  # fmt: skip
         if not math.isfinite(values.get(name, 0)) or values.get(name, 0) < 0:
             raise UsageError(
                 f"{BY_NAME[name].flag} must be 0 (off) or more seconds, got {values[name]}"
@@ -261,8 +267,11 @@ def build_config(
     key = values.get("key")
     values["key"] = tuple(k.strip() for k in key.split(",") if k.strip()) if key else None
     values["db"] = values.get("db") or ""
-    if not values.get("collection"):
+    if values.get("collection") is None:
         values["collection"] = default_collection(str(values["table"]))
+    elif not values["collection"]:
+        # Given but empty (`--collection ""`): not the default in disguise, a name MongoDB refuses.
+        raise UsageError("--collection is empty: a MongoDB collection needs a name")
     values["mapping"] = mapping
     values["command"] = command
     names = {f.name for f in fields(CopyConfig)}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parallelsync.source.locks import DEFAULT_LOCK_TIMEOUT_S
+from parallelsync.targets.timeouts import DEFAULT_CALL_TIMEOUT_S, DEFAULT_LONG_TIMEOUT_S
 
 # Batches bounded by rows and bytes: 10k rows or 8 MiB of COPY data, whichever comes first, keeps
 # per-worker memory flat (a few batches in flight) while amortising per-batch overhead. Measured
@@ -305,6 +306,22 @@ OPTIONS: tuple[Option, ...] = (
         DEFAULT_LOCK_TIMEOUT_S,
         "a range's COPY waiting longer for its table lock (behind DDL) fails and is retried; "
         "0 waits as long as it takes",
+        WRITES,
+    ),
+    Option(
+        "target_timeout_seconds",
+        float,
+        DEFAULT_CALL_TIMEOUT_S,
+        "a call to MongoDB (an insert batch, a count, the rename, a job document write) that "
+        "takes longer fails with a message naming it; 0 waits as long as it takes",
+        TARGETS,
+    ),
+    Option(
+        "long_timeout_seconds",
+        float,
+        DEFAULT_LONG_TIMEOUT_S,
+        "the bound for MongoDB calls whose work grows with the data: index builds on the temp "
+        "collection, checksum reads and counts of whole collections; 0 waits as long as it takes",
         WRITES,
     ),
     Option(

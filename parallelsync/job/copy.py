@@ -18,7 +18,15 @@ from parallelsync.cdc.changed_rows import emit_changed_rows
 from parallelsync.cdc.publication import create_publication, drop_publication
 from parallelsync.cdc.slots import advance_slot, report_idle_slots
 from parallelsync.config import CopyConfig
-from parallelsync.errors import Aborted, ParallelSyncError, TargetError, UsageError
+from parallelsync.errors import (
+    SWAP_DONE,
+    SWAP_UNKNOWN,
+    Aborted,
+    ParallelSyncError,
+    SwapFailed,
+    TargetError,
+    UsageError,
+)
 from parallelsync.job import hooks, jobdoc
 from parallelsync.job.checks import check_counts, expected_documents, verify_checksums
 from parallelsync.job.cleanup import drop_temp
@@ -94,6 +102,7 @@ class Run:
     publication: str | None = None
     resumed: ResumeStart | None = None
     states: list[RangeState] = field(default_factory=list)  # for the job document at the end
+    swapping: bool = False  # the swap was started: a failure from here on may have replaced it
 
 
 def run_workers(
@@ -163,6 +172,7 @@ class CopyJob:
                 run.target = target = open_target(
                     cfg.target, db=cfg.db, collection=cfg.collection,
                     stats_collection=cfg.stats_collection,
+                    timeout_s=cfg.target_timeout_seconds, long_timeout_s=cfg.long_timeout_seconds,
                 )  # fmt: skip
                 result.target = target.display
                 job = self._lock(prepared, target, run)
@@ -232,11 +242,18 @@ class CopyJob:
                 target.seal(run.temp)
             if self.abort.requested:
                 raise Aborted("the job was interrupted before the swap; the target is unchanged")
+            hooks.fire("before_swap", target_uri=cfg.target, db=cfg.db, temp=run.temp,
+                       collection=cfg.collection)  # fmt: skip
+            run.swapping = True
             with phases.run("swap"):
-                target.swap(run.temp, self.log)
-                run.temp_live = False
+                note = target.swap(run.temp, self.log)
+            run.temp_live, run.swapping = False, False
             result.status, result.seconds = FINISHED, time.monotonic() - self.started
-            run.jobs.finish(FINISHED, self._totals(states, result))
+            result.extra["swap_outcome"] = SWAP_DONE
+            done = self._totals(states, result) | {"swap_outcome": SWAP_DONE}
+            if note:  # the rename's answer was lost; looking showed it took place
+                done["swap_note"] = note
+            run.jobs.finish(FINISHED, done)
             if run.holder is not None:
                 run.holder.close()  # keep the slot: change capture resumes from it
             if run.resumed is not None and run.slot and snap.consistent_lsn:
@@ -259,7 +276,11 @@ class CopyJob:
             result.seconds = time.monotonic() - self.started
             result.rows, result.bytes = sum(s.rows for s in states), sum(s.bytes for s in states)
             result.job_created = run.locked  # before that, no job document and no summary
-            self._cleanup(run, status, str(err))
+            outcome = None
+            if run.swapping:  # what became of the swap: the target's state depends on it
+                outcome = err.outcome if isinstance(err, SwapFailed) else SWAP_UNKNOWN
+                result.extra["swap_outcome"] = outcome
+            self._cleanup(run, status, str(err), swap_outcome=outcome)
             return result
         finally:
             result.phases = phases.docs()
@@ -317,6 +338,7 @@ class CopyJob:
         cfg = self.cfg
         if job is not None:
             run.temp_live = True  # it exists: a failure of this run must drop it too
+            run.jobs.update({"coordinator": jobdoc.coordinator()})  # this process runs it now
             with self.phases.run("snapshot"):
                 run.resumed = start = start_resume(cfg, prepared, target, job, run.jobs, self.log)
                 run.holder, run.slot, run.publication = start.holder, start.slot, start.publication
@@ -412,22 +434,40 @@ class CopyJob:
         run.jobs.update({"changed_rows": {"count": count, "upto_lsn": upto}})
         return count
 
-    def _cleanup(self, run: Run, status: str, error: str) -> None:
+    def _cleanup(
+        self, run: Run, status: str, error: str, *, swap_outcome: str | None = None
+    ) -> None:
         """Undo what this run made: workers, temp, its slot and publication. A run that never
         took the target's lock (refused, or failed before) owns nothing and drops nothing."""
         self.pool.stop()  # every worker gone, after its insert in flight, before the drop
         target = run.target
-        if target is not None and run.temp_live:
+        if target is not None and run.temp_live and swap_outcome != SWAP_UNKNOWN:
+            # (An unknown outcome means the server could not be reached to settle it: a leftover
+            # temp is dropped by the next run instead of waiting for the server again here.)
             drop_temp(target, run.temp, unclean_since=self.pool.last_unclean_exit, log=self.log)
-        if run.holder is not None:
-            run.holder.drop_slot()
-        if run.locked and run.resumed is not None and run.slot:
-            # The resumed job's own slot is as useless as its temp collection now.
-            drop_slot(self.cfg.source, run.slot)
-        if run.locked and run.publication:
-            drop_publication(self.cfg.source, run.publication)  # only ours: it checks the mark
+        if swap_outcome == SWAP_UNKNOWN and run.slot:
+            # The target may be the new copy, for which the slot is where change capture
+            # resumes: dropping it could not be undone, keeping it costs WAL until decided.
+            if run.holder is not None:
+                run.holder.close()
+            self.log(
+                f"kept replication slot {run.slot} (and its publication): if {self.cfg.db}."
+                f"{self.cfg.collection} turns out to be the new copy, change capture resumes from "
+                "it; otherwise drop it: parallelsync slot drop "
+                f"{run.slot} --source DSN"
+            )
+        else:
+            if run.holder is not None:
+                run.holder.drop_slot()
+            if run.locked and run.resumed is not None and run.slot:
+                # The resumed job's own slot is as useless as its temp collection now.
+                drop_slot(self.cfg.source, run.slot)
+            if run.locked and run.publication:
+                drop_publication(self.cfg.source, run.publication)  # only ours: it checks the mark
         interrupt(run.states)  # ranges cut short say so (a resume copies them again)
         ended: dict[str, object] = {"error": error}
+        if swap_outcome is not None:
+            ended["swap_outcome"] = swap_outcome
         if run.states:
             ended["ranges"] = [s.doc() for s in run.states]
         ended["elapsed"] = round(time.monotonic() - self.started, 3)

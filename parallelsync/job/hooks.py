@@ -11,6 +11,8 @@ Points and their context:
   before_workers  the guard holds its lock, the plan is made, no worker has started yet:
                   source, table, states (the ranges, which a test may alter)
   before_checks   after the workers finished, before counts and checksums: target_uri, db, temp
+  before_swap     counts and checksums passed, the temp has its indexes, just before the rename:
+                  target_uri, db, temp, collection
   range_done      a range finished and the job document records it: job_id, rows, done, ranges
 """
 

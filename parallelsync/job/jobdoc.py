@@ -3,6 +3,8 @@ end (README "Job statistics" lists them)."""
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from parallelsync import transcode
@@ -42,6 +44,8 @@ def initial(
             "temp": temp,
         },
         "workers": cfg.workers,
+        # Which process runs the job: `status` tells a dead coordinator's job by it.
+        "coordinator": coordinator(),
         # Which transcoder encoded the documents: "c" (the compiled kernel) or "python".
         "transcoder": transcode.IMPL,
         "snapshot": {"name": snap.name, "consistent_lsn": snap.consistent_lsn, "slot": snap.slot},
@@ -56,6 +60,10 @@ def initial(
         # Each range read the foreign table at its own moment (--allow-foreign-table).
         doc["consistency"] = "per-range (foreign table)"
     return doc
+
+
+def coordinator() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def figures(

@@ -84,8 +84,9 @@ def run_verify(cfg: CopyConfig, reporter: Reporter | None = None) -> dict[str, A
         prepared = preflight(cfg, log)
         cfg = replace(cfg, workers=prepared.workers)  # capped to the source's free connections
         target = open_target(
-            cfg.target, db=cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection
-        )
+            cfg.target, db=cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection,
+            timeout_s=cfg.target_timeout_seconds, long_timeout_s=cfg.long_timeout_seconds,
+        )  # fmt: skip
     abort, pool = AbortFlag(), WorkerPool()
     try:
         if target.kind != "mongodb":

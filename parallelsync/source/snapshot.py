@@ -152,4 +152,13 @@ def drop_slot(dsn: str, slot: str) -> None:
 def import_snapshot(conn: psycopg.Connection[Any], name: str) -> None:
     """Start a read-only REPEATABLE READ transaction that sees exactly the exported snapshot."""
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(name)))
+    try:
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(name)))
+    except psycopg.errors.InvalidParameterValue as exc:
+        # The exporting connection is gone (a PostgreSQL restart ends it): no retry can bring the
+        # snapshot back, and the rows of a new one would not match the ranges already copied.
+        raise SourceError(
+            f"importing the snapshot failed: {exc.diag.message_primary or exc}: the snapshot "
+            "the copy reads no longer exists (PostgreSQL restarted, or the connection that "
+            "exported it was closed); the target is unchanged: run the copy again"
+        ) from None

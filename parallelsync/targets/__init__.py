@@ -16,6 +16,8 @@ from parallelsync.targets.base import (
     SinkSpec,
     Target,
 )
+from parallelsync.targets.names import check_collection_name, check_db_name, check_file_name
+from parallelsync.targets.timeouts import DEFAULT_CALL_TIMEOUT_S, DEFAULT_LONG_TIMEOUT_S
 
 
 def kind_of(uri: str) -> str:
@@ -40,14 +42,19 @@ def check_target(
     into them: a target named like the lease collection would replace every target's lease, one
     named like the job history would replace it, and temp-marked names are dropped as dead jobs'
     leftovers by the next run."""
+    if kind_of(uri) == "file":
+        check_file_name(collection)
     if kind_of(uri) != "mongodb":
         return
-    if not db:
-        raise UsageError("--db is required: the target database name")
+    check_db_name(db or "")
+    assert db
+    # The target's collection also gets a temp collection with a longer name; the others do not.
+    check_collection_name("--collection", collection, db, temp=True)
     names = [("--collection", collection), ("--stats-collection", stats_collection)]
     if changed_rows_collection is not None:
         names.append(("--changed-rows-collection", changed_rows_collection))
     for flag, name in names:
+        check_collection_name(flag, name, db)
         _check_name(flag, name)
     jobs_names = {stats_collection, DEFAULT_STATS_COLLECTION}
     if collection in jobs_names:
@@ -81,13 +88,17 @@ def _check_name(flag: str, name: str) -> None:
             f"collections (a later run would drop it as a dead job's leftover); choose another "
             f"{flag}"
         )
-    if name.startswith("system."):
-        raise UsageError(
-            f"{flag} {name}: names starting with 'system.' belong to MongoDB; choose another {flag}"
-        )
 
 
-def open_target(uri: str, *, db: str, collection: str, stats_collection: str) -> Target:
+def open_target(
+    uri: str,
+    *,
+    db: str,
+    collection: str,
+    stats_collection: str,
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    long_timeout_s: float = DEFAULT_LONG_TIMEOUT_S,
+) -> Target:
     """The coordinator's handle on the target (MongoDB: connected and pinged)."""
     kind = kind_of(uri)
     if kind == "null":
@@ -100,7 +111,9 @@ def open_target(uri: str, *, db: str, collection: str, stats_collection: str) ->
         return FileTarget(uri, collection)
     from parallelsync.targets.mongodb.target import MongoTarget
 
-    return MongoTarget(uri, db, collection, stats_collection)
+    return MongoTarget(
+        uri, db, collection, stats_collection, timeout_s=timeout_s, long_timeout_s=long_timeout_s
+    )
 
 
 def open_sink(spec: SinkSpec) -> Sink:
@@ -118,7 +131,7 @@ def open_sink(spec: SinkSpec) -> Sink:
     from parallelsync.targets.mongodb.client import connect
     from parallelsync.targets.mongodb.sink import MongoSink
 
-    return MongoSink(connect(spec.uri), spec.db, spec.temp)
+    return MongoSink(connect(spec.uri, call_timeout_s=spec.timeout_s), spec.db, spec.temp)
 
 
 __all__ = ["Sink", "SinkSpec", "Target", "check_target", "kind_of", "open_sink", "open_target"]

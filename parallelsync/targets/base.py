@@ -25,6 +25,9 @@ Log = Callable[[str], None]
 # Temp collections (and the file target's temp parts) are named `<collection>__psync_tmp_<job>`:
 # a run that holds the target's lock knows every other name with this prefix is a dead job's.
 TEMP_MARKER = "__psync_tmp_"
+# Length of a job id (job/state.py `new_job_id`: `20260101T120000_a1b2c3`): the temp name's
+# suffix, which must fit in MongoDB's namespace limit with the target's name (targets/names.py).
+JOB_ID_LENGTH = 22
 # The tool's own collections in the target database: one lease per target (every run's lock) and
 # the default home of job documents. Neither may ever be a run's target.
 LOCK_COLLECTION = "parallelsync_locks"
@@ -43,6 +46,7 @@ class SinkSpec:
     uri: str  # MongoDB URI, or the file target's directory
     db: str
     temp: str  # the temp collection (or the file target's temp name)
+    timeout_s: float = 0.0  # MongoDB: the bound of every call (--target-timeout-seconds)
 
 
 class Sink(Protocol):
@@ -94,7 +98,7 @@ class Target(Protocol):
     def replace(self, temp: str, ids: list[Any], docs: list[bytes]) -> int: ...
     def add_documents(self, collection: str, docs: list[dict[str, Any]]) -> None: ...
     def seal(self, temp: str) -> None: ...
-    def swap(self, temp: str, log: Log) -> None: ...
+    def swap(self, temp: str, log: Log) -> str: ...
     def discard(self, temp: str) -> None: ...
     def close(self) -> None: ...
 
@@ -159,8 +163,9 @@ class BaseTarget:
     def seal(self, temp: str) -> None:
         pass
 
-    def swap(self, temp: str, log: Log) -> None:
-        pass
+    def swap(self, temp: str, log: Log) -> str:
+        """Replace the target with `temp`; returns a note when the outcome had to be checked."""
+        return ""
 
     def discard(self, temp: str) -> None:
         pass

@@ -232,7 +232,7 @@ class FileTarget(BaseTarget):
         doc = metadata.document(self.collection, metadata.secondary_indexes(self.metadata))
         metadata.write(temp_dir(self.directory, temp) / "metadata.json.tmp", doc)
 
-    def swap(self, temp: str, log: Log) -> None:
+    def swap(self, temp: str, log: Log) -> str:
         """Concatenate the range files and replace the final file atomically, then the metadata.
 
         Two renames, so a crash between them leaves the new data with the old metadata file:
@@ -261,6 +261,7 @@ class FileTarget(BaseTarget):
         finally:
             shutil.rmtree(parts, ignore_errors=True)
         log(f"wrote {self.final} and {self.metadata.name}")
+        return ""
 
     def discard(self, temp: str) -> None:
         shutil.rmtree(temp_dir(self.directory, temp), ignore_errors=True)

@@ -125,6 +125,11 @@ def wait_for(
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+def running_rows(db: Database[Any]) -> int:
+    job = db.parallelsync_jobs.find_one({"status": "RUNNING"}) or {}
+    return int((job.get("totals") or {}).get("rows") or 0)
+
+
 def temp_names(db: Database[Any]) -> list[str]:
     return [n for n in db.list_collection_names() if "__psync_tmp_" in n]
 
@@ -356,6 +361,8 @@ def test_sigterm_of_the_coordinator_aborts_cleanly(
     cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db, "--slot", "abort_slot"))
     cli_runs.append(cli)
     wait_for(lambda: temp_docs(mongo_db) >= 200, "the first documents", proc=cli)
+    # ... and the coordinator has counted some of them (the job document says so).
+    recorded = wait_for(lambda: running_rows(mongo_db), "rows in the job document", proc=cli)
     workers = worker_pids(cli.pid)
     assert workers
     cli.proc.send_signal(signal.SIGTERM)
@@ -367,6 +374,13 @@ def test_sigterm_of_the_coordinator_aborts_cleanly(
     job = only_job(mongo_db)
     assert job["status"] == "ABORTED" and "interrupted" in job["error"]
     assert run.json["status"] == "ABORTED"
+    # Issue 11 item 11: the summary is true. The slot was dropped, so no LSN is offered as a
+    # place to resume from; no Python None; the rows copied before the abort are counted.
+    assert "consistent LSN    - (the run's slot abort_slot was dropped)" in run.stderr
+    assert "None" not in run.stderr
+    assert run.json["rows"] >= recorded
+    rows_line = [ln for ln in run.stderr.splitlines() if ln.strip().startswith("rows ")]
+    assert rows_line and rows_line[0].split()[-1] != "0", run.stderr
     assert not [p for p in workers if Path(f"/proc/{p}").exists() and b"Z" not in _state(p)]
     slots = pg_conn.execute(
         "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'abort_slot'"
@@ -569,3 +583,53 @@ def test_invariant_holds_with_a_worker_killed_under_concurrent_transfers(
     )
     assert agg[0]["c"] == n
     assert agg[0]["s"] == total
+
+
+def test_postgres_restart_mid_copy_fails_cleanly_and_a_new_copy_finishes(
+    tmp_path: Path,
+    pg_cluster: Any,
+    pg_conn: psycopg.Connection[Any],
+    pg_dsn: str,
+    mongo_uri: str,
+    mongo_db: Database[Any],
+) -> None:
+    """Issue 11 item 13 (docs/failures.md): the exported snapshot dies with the server, so no
+    retry can import it again: the run fails with exit 3 and leaves the target as it was; the
+    thing to run next is the copy again (the failed job dropped its temp: nothing to resume)."""
+    require_restartable(pg_cluster)
+    make_table(pg_conn)
+    before = seed_target(mongo_db)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
+    env |= {
+        "PARALLELSYNC_TEST_HOOKS": "range_done=tests.hooks:hold_until_released",
+        "PARALLELSYNC_TEST_HOLD_DIR": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parallelsync", *copy_items(pg_dsn, mongo_uri, mongo_db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        # Held at the first finished range: the snapshot is exported, other ranges in flight.
+        wait_for(lambda: (tmp_path / "reached").exists(), "the first finished range")
+        pg_conn.close()
+        pg_cluster.restart()
+        (tmp_path / "release").write_text("go")
+        _out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 3, err
+    assert "importing the snapshot failed: invalid snapshot identifier" in err, err
+    assert "PostgreSQL restarted" in err and "run the copy again" in err, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert_target_untouched(mongo_db, before)
+    assert mongo_db.parallelsync_locks.count_documents({}) == 0
+    assert only_job(mongo_db)["status"] == "FAILED"
+    resume = run_cli(*copy_items(pg_dsn, mongo_uri, mongo_db, "--resume", "last"))
+    assert resume.rc == 2 and "start a new copy" in resume.stderr, resume.stderr
+    again = run_cli(*copy_items(pg_dsn, mongo_uri, mongo_db))
+    finished_job(mongo_db, again)
+    with psycopg.connect(pg_dsn) as conn:
+        assert_target_equals_source(conn, mongo_db)

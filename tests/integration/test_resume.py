@@ -24,16 +24,27 @@ MIN_ROWS = 1500  # rows copied when a killed job is held: some ranges done, othe
 
 
 def start_copy(
-    pg_dsn: str, mongo_uri: str, db: str, *extra: str, hold: Path | None = None
+    pg_dsn: str,
+    mongo_uri: str,
+    db: str,
+    *extra: str,
+    hold: Path | None = None,
+    pause: Path | None = None,
 ) -> subprocess.Popen[str]:
     """The copy as a user starts it; with `hold`, its coordinator stops (and creates that file)
-    once the job document shows MIN_ROWS rows and a finished range (tests/hooks.py)."""
+    once the job document shows MIN_ROWS rows and a finished range (tests/hooks.py); with
+    `pause`, it waits at its first finished range until the test creates `pause/release`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
     if hold is not None:
         env |= {
             "PARALLELSYNC_TEST_HOOKS": "range_done=tests.hooks:hold_the_job",
             "PSYNC_TEST_HOLD_MARKER": str(hold),
             "PSYNC_TEST_HOLD_ROWS": str(MIN_ROWS),
+        }
+    if pause is not None:
+        env |= {
+            "PARALLELSYNC_TEST_HOOKS": "range_done=tests.hooks:hold_until_released",
+            "PARALLELSYNC_TEST_HOLD_DIR": str(pause),
         }
     return subprocess.Popen(
         [
@@ -186,21 +197,27 @@ def test_resume_without_slot_finishes_with_per_range_consistency(
 
 
 def test_resume_refuses_while_the_job_is_alive(
-    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+    tmp_path: Path,
+    pg_conn: psycopg.Connection[Any],
+    pg_dsn: str,
+    mongo_uri: str,
+    mongo_db: Database[Any],
 ) -> None:
     make_table(pg_conn)
-    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name)
+    # Paused at its first finished range: alive for sure (it cannot finish under the resume).
+    proc = start_copy(pg_dsn, mongo_uri, mongo_db.name, pause=tmp_path)
     try:
         deadline = time.monotonic() + 120
-        job = None
-        while time.monotonic() < deadline and job is None:
-            job = mongo_db.parallelsync_jobs.find_one({"status": "RUNNING"})
-            time.sleep(0.2)
+        while not (tmp_path / "reached").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "never reached the pause"
+            time.sleep(0.1)
+        job = mongo_db.parallelsync_jobs.find_one({"status": "RUNNING"})
         assert job is not None
         run = run_cli(*copy_args(pg_dsn, "acc", mongo_uri, mongo_db.name, "--resume", "last"))
         assert run.rc == 5, run.stderr
         assert f"job {job['_id']} still holds the target lease" in run.stderr
     finally:
+        (tmp_path / "release").write_text("go")
         _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert mongo_db.acc.count_documents({}) == ROWS

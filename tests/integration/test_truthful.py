@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,25 @@ def test_an_error_before_the_job_exists_prints_only_the_message(
     assert events[-1]["message"] == message.removeprefix("parallelsync: error: ")
     assert events[-1]["exit_code"] == as_json.rc == 3
     assert "parallelsync_jobs" not in mongo_db.list_collection_names()
+
+
+def test_plan_piped_into_head_ends_quietly(pg_conn: psycopg.Connection[Any], pg_dsn: str) -> None:
+    """Issue 11 item 12: `plan | head` is not an internal error when head stops reading."""
+    pg_conn.execute("CREATE TABLE wide (id int4 PRIMARY KEY)")
+    pg_conn.execute("INSERT INTO wide SELECT generate_series(1, 200000)")
+    pg_conn.execute("ANALYZE wide")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
+    args = ["plan", "--source", pg_dsn, "--table", "wide", "--workers", "8"]
+    # Far more output than a pipe buffers (64 KiB), so writes go on after the reader left.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parallelsync", *args, "--ranges-per-worker", "2000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -n 1` does once it has its line
+    err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=120)
+    assert first, err
+    assert rc == 0, err
+    assert "internal error" not in err and "BrokenPipe" not in err and "Traceback" not in err

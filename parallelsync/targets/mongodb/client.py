@@ -2,22 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
 
 from parallelsync.errors import TargetError, TargetUnavailable, UsageError
-from parallelsync.redact import redact_uri, remember, scrub_for, split_userinfo
+from parallelsync.redact import redact_uri, remember, scrub_for, scrub_known, split_userinfo
 
 # Long enough for a replica-set election, short enough that a wrong host fails the preflight fast.
 SERVER_SELECTION_MS = 15_000
 
 
-def connect(uri: str, *, timeout_ms: int = SERVER_SELECTION_MS, **kwargs: Any) -> MongoClient[Any]:
-    """A client that has answered `ping`; TLS and auth options pass through the URI."""
+def timeout_error(what: str, exc: PyMongoError, seconds: float, flag: str) -> TargetError:
+    """The error for a failed call to MongoDB, saying which call and, for a timeout, the bound."""
+    if exc.timeout:
+        return TargetUnavailable(
+            f"{what}: MongoDB did not answer within {seconds:g} s ({flag}); "
+            f"check the server ({_first_line(exc)})"
+        )
+    return TargetError(f"{what} failed: {scrub_known(str(exc))}")
+
+
+@contextlib.contextmanager
+def bounded(what: str, seconds: float, flag: str = "--target-timeout-seconds") -> Iterator[None]:
+    """A failure of the block's calls names `what` (and, for a timeout, the bound `seconds` that
+    the client's socketTimeoutMS set: see `connect`)."""
+    try:
+        yield
+    except PyMongoError as exc:
+        raise timeout_error(what, exc, seconds, flag) from None
+
+
+def connect(
+    uri: str,
+    *,
+    timeout_ms: int = SERVER_SELECTION_MS,
+    call_timeout_s: float | None = None,
+    **kwargs: Any,
+) -> MongoClient[Any]:
+    """A client that has answered `ping`; TLS and auth options pass through the URI.
+
+    `call_timeout_s` bounds how long any call of the client waits for the server's answer
+    (socketTimeoutMS; 0 or None: unbounded). Not pymongo's timeoutMS: under it, waiting for a
+    server that is down takes the whole bound instead of serverSelectionTimeoutMS, so a restart
+    or an outage would hold every insert for minutes before its retry."""
     shown = redact_uri(uri)
     remember(uri)
+    if call_timeout_s and "sockettimeoutms" not in uri.lower():
+        kwargs.setdefault("socketTimeoutMS", int(call_timeout_s * 1000))
     if "serverselectiontimeoutms" in uri.lower():
         timeout_ms = int(uri.lower().split("serverselectiontimeoutms=")[1].split("&")[0])
     else:

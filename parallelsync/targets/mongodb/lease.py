@@ -157,3 +157,44 @@ class Lease:
             self._coll.delete_one(
                 {"_id": self.namespace, "job_id": self.job_id, "token": self.token}
             )
+
+
+def stale_reasons(
+    job: dict[str, Any], lease: dict[str, Any] | None, now: dt.datetime | None = None
+) -> list[str]:
+    """Why a job document that says RUNNING has no live coordinator (empty: it looks alive).
+
+    The coordinator renews its lease every LEASE_SECONDS / 3, so an expired lease, a lease of
+    another job, or no lease at all means it stopped renewing; on this host a dead pid (the
+    lease's owner, or the job document's `coordinator`) says so at once, without waiting for the
+    lease to run out."""
+    now = now or dt.datetime.now(dt.UTC)
+    reasons: list[str] = []
+    mine = lease is not None and lease.get("job_id") == job.get("_id")
+    if lease is None:
+        reasons.append("no lease: its coordinator is gone")
+    elif not mine:
+        reasons.append(f"the target's lease belongs to job {lease.get('job_id')}")
+    else:
+        expires = lease.get("expires_at")
+        if isinstance(expires, dt.datetime):
+            expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
+            if expires < now:
+                reasons.append(f"lease expired {_ago(now - expires)} ago")
+    owner = str(lease.get("owner", "")) if mine and lease else ""
+    coordinator = job.get("coordinator") or {}
+    host, _, pid = owner.rpartition(":")
+    if not owner and coordinator:
+        host, pid = str(coordinator.get("host", "")), str(coordinator.get("pid", ""))
+    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+        reasons.append(f"coordinator gone (pid {pid} is not running)")
+    return reasons
+
+
+def _ago(delta: dt.timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

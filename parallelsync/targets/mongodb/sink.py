@@ -18,6 +18,20 @@ DUPLICATE_KEY = 11000
 TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
 
+def insert_error(exc: PyMongoError) -> TargetError:
+    """A failed insert command as an error; a timeout and a lost connection are worth a retry."""
+    if exc.timeout:
+        return TargetUnavailable(
+            f"MongoDB did not answer an insert within the call bound (--target-timeout-seconds): "
+            f"{exc}"
+        )
+    if isinstance(exc, AutoReconnect | ConnectionFailure):
+        return TargetUnavailable(f"lost the connection to MongoDB while inserting: {exc}")
+    if isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES:
+        return TargetUnavailable(f"MongoDB cannot take writes right now: {exc}")
+    return TargetError(f"MongoDB insert failed: {exc}")
+
+
 class MongoSink:
     """Inserts with the `insert` command, one `RawRun` (many pre-encoded documents) per command.
 
@@ -61,16 +75,9 @@ class MongoSink:
             cmd["writeConcern"] = self._write_concern
         try:
             reply = self._db.command(cmd)
-        except (AutoReconnect, ConnectionFailure) as exc:
-            raise TargetUnavailable(
-                f"lost the connection to MongoDB while inserting: {exc}"
-            ) from None
-        except OperationFailure as exc:
-            if exc.code in TRANSIENT_CODES:
-                raise TargetUnavailable(f"MongoDB cannot take writes right now: {exc}") from None
-            raise TargetError(f"MongoDB insert failed: {exc}") from None
         except PyMongoError as exc:
-            raise TargetError(f"MongoDB insert failed: {exc}") from None
+            raise insert_error(exc) from None
+
         errors = reply.get("writeErrors") or []
         other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
         if other:

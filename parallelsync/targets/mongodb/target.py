@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
@@ -9,7 +10,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from parallelsync.errors import TargetError
+from parallelsync.errors import SWAP_NOT_DONE, SwapFailed, TargetError
 from parallelsync.targets.base import (
     LOCK_COLLECTION,
     TEMP_MARKER,
@@ -20,8 +21,9 @@ from parallelsync.targets.base import (
     TargetKind,
 )
 from parallelsync.targets.mongodb import digest, jobs, swap
-from parallelsync.targets.mongodb.client import connect
+from parallelsync.targets.mongodb.client import bounded, connect
 from parallelsync.targets.mongodb.lease import Lease
+from parallelsync.targets.timeouts import DEFAULT_CALL_TIMEOUT_S, DEFAULT_LONG_TIMEOUT_S
 from parallelsync.transcode.checksum import Digest
 
 
@@ -29,14 +31,42 @@ class MongoTarget:
     kind: TargetKind = "mongodb"
     resumable = True
 
-    def __init__(self, uri: str, db: str, collection: str, stats_collection: str) -> None:
+    def __init__(
+        self,
+        uri: str,
+        db: str,
+        collection: str,
+        stats_collection: str,
+        *,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        long_timeout_s: float = DEFAULT_LONG_TIMEOUT_S,
+    ) -> None:
         self.uri = uri
         self.collection = collection
         self.stats_collection = stats_collection
         self.display = f"{db}.{collection}"
-        self.client: MongoClient[Any] = connect(uri)
+        # Every call of this client waits at most timeout_s for its answer; calls whose work
+        # grows with the data go through a second client with the long bound (`long_db`).
+        self.timeout_s, self.long_timeout_s = timeout_s, long_timeout_s
+        self.client: MongoClient[Any] = connect(uri, call_timeout_s=timeout_s)
         self.db: Database[Any] = self.client[db]
+        self._long: MongoClient[Any] | None = None
         self._lease: Lease | None = None
+        self._before: swap.Identity | None = None
+
+    @property
+    def long_db(self) -> Database[Any]:
+        """The database through a client whose calls may take --long-timeout-seconds (made on
+        first use: most runs only need it for the final counts)."""
+        if self._long is None:
+            self._long = connect(self.uri, call_timeout_s=self.long_timeout_s)
+        return self._long[self.db.name]
+
+    def long(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return bounded(what, self.long_timeout_s, "--long-timeout-seconds")
+
+    def call(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return bounded(what, self.timeout_s)
 
     # ---------------------------------------------------------------- one run per target
     @property
@@ -67,7 +97,9 @@ class MongoTarget:
     def remove_leftovers(self, keep: str, job_id: str, log: Log) -> None:
         # We hold the lease for this target, so any temp collection for it belongs to a dead job.
         prefix = self.collection + TEMP_MARKER
-        for name in self.db.list_collection_names():
+        with self.call(f"listing the collections of {self.db.name}"):
+            names = self.db.list_collection_names()
+        for name in names:
             if name.startswith(prefix) and name != keep:
                 swap.drop_quietly(self.db, name)
                 log(f"removed stale temp collection {name} left by an earlier run")
@@ -90,22 +122,27 @@ class MongoTarget:
             raise TargetError(f"cannot create the temp collection {temp}: {exc}") from None
 
     def exists(self, name: str) -> bool:
-        return name in self.db.list_collection_names(filter={"name": name})
+        with self.call(f"looking for collection {name}"):
+            return name in self.db.list_collection_names(filter={"name": name})
 
     def sink_spec(self, temp: str) -> SinkSpec:
-        return SinkSpec("mongodb", self.uri, self.db.name, temp)
+        return SinkSpec("mongodb", self.uri, self.db.name, temp, timeout_s=self.timeout_s)
 
     def count(self, name: str, id_filter: IdFilter | None = None) -> int | None:
-        return int(self.db[name].count_documents(id_filter or {}))
+        with self.long(f"counting the documents of {name}"):
+            return int(self.long_db[name].count_documents(id_filter or {}))
 
     def final_count(self) -> int | None:
-        return int(self.db[self.collection].estimated_document_count())
+        with self.call(f"counting the documents of {self.display}"):
+            return int(self.db[self.collection].estimated_document_count())
 
     def digest(self, name: str, id_filter: IdFilter) -> Digest:
-        return digest.target_digest(self.db[name], id_filter)
+        with self.long(f"reading {name} back for its checksum"):
+            return digest.target_digest(self.long_db[name], id_filter)
 
     def hashes(self, name: str, id_filter: IdFilter, limit: int) -> dict[Any, int] | None:
-        return digest.target_hashes(self.db[name], id_filter, limit)
+        with self.long(f"reading {name} back for per-document hashes"):
+            return digest.target_hashes(self.long_db[name], id_filter, limit)
 
     def clear(self, temp: str, id_filter: IdFilter) -> None:
         """Remove what a failed attempt wrote for a range selectable by `_id`."""
@@ -134,15 +171,30 @@ class MongoTarget:
     # ---------------------------------------------------------------- the end
     def seal(self, temp: str) -> None:
         """The old target's secondary indexes, built on the temp before it replaces the target."""
-        specs = swap.existing_secondary_indexes(self.db, self.collection)
-        swap.build_indexes(self.db, temp, specs)
+        with self.call(f"reading the indexes of {self.display}"):
+            specs = swap.existing_secondary_indexes(self.db, self.collection)
+            # The target as it is before the swap: a rename whose answer is lost is settled by
+            # comparing with it (swap.settle).
+            self._before = swap.identity(self.db, self.collection)
+        swap.build_indexes(self.long_db, temp, specs, timeout_s=self.long_timeout_s)
 
-    def swap(self, temp: str, log: Log) -> None:
-        if self._lease is not None and not self._lease.still_held():
-            raise TargetError(
-                "the target lease was taken by another job before the swap; nothing was swapped"
+    def swap(self, temp: str, log: Log) -> str:
+        with self.call("checking the target lease"):
+            held = self._lease is None or self._lease.still_held()
+        if not held:
+            raise SwapFailed(
+                "the target lease was taken by another job before the swap; nothing was swapped",
+                SWAP_NOT_DONE,
             )
-        swap.rename(self.db, temp, self.collection)
+        if self._before is None:  # sealed by the job before every swap; looked up if not
+            with self.call(f"looking at {self.display}"):
+                self._before = swap.identity(self.db, self.collection)
+        note = swap.rename(
+            self.db, temp, self.collection, before=self._before, timeout_s=self.timeout_s
+        )
+        if note:
+            log(f"warning: {note}")
+        return note
 
     def discard(self, temp: str) -> None:
         swap.drop_quietly(self.db, temp)
@@ -150,3 +202,5 @@ class MongoTarget:
     def close(self) -> None:
         self.unlock()
         self.client.close()
+        if self._long is not None:
+            self._long.close()

@@ -1,4 +1,5 @@
-"""--stall-seconds and --lock-timeout-seconds: defaults, flag and environment, bad values."""
+"""--stall-seconds, --lock-timeout-seconds and the MongoDB call bounds: defaults, flag and
+environment, bad values."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ def test_defaults() -> None:
     cfg = build_copy_config(BASE, env={})
     assert cfg.stall_seconds == 60.0
     assert cfg.lock_timeout_seconds == 10.0
+    assert cfg.target_timeout_seconds == 300.0 and cfg.long_timeout_seconds == 86_400.0
+
+
+def test_target_timeouts_from_flag_and_environment() -> None:
+    cfg = build_copy_config(
+        {**BASE, "target_timeout_seconds": "20"},
+        env={"PARALLELSYNC_LONG_TIMEOUT_SECONDS": "7200"},
+    )
+    assert cfg.target_timeout_seconds == 20.0 and cfg.long_timeout_seconds == 7200.0
 
 
 def test_flags_and_environment() -> None:
@@ -41,6 +51,8 @@ def test_zero_turns_them_off() -> None:
         ("stall_seconds", "nan", "--stall-seconds must be 0 (off) or more seconds, got nan"),
         ("lock_timeout_seconds", "inf", "--lock-timeout-seconds must be 0 (off) or more"),
         ("stall_seconds", "soon", "--stall-seconds: 'soon' is not a valid float"),
+        ("target_timeout_seconds", "-1", "--target-timeout-seconds must be 0 (off) or more"),
+        ("long_timeout_seconds", "inf", "--long-timeout-seconds must be 0 (off) or more"),
     ],
 )
 def test_bad_values_are_refused(name: str, value: str, message: str) -> None:

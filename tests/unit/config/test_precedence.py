@@ -316,10 +316,17 @@ def test_verify_requires_a_target() -> None:
         ('"Order Lines"', "Order Lines"),
         ('sales."Order Lines"', "Order Lines"),
         ('"my.schema"."Q""uote"', 'Q"uote'),
+        ('"Order Lines.v2"', "Order Lines.v2"),  # the whole quoted name, not "v2"
+        ('public."Order Lines.v2"', "Order Lines.v2"),
     ],
 )
 def test_default_collection_is_the_table_name(table: str, collection: str) -> None:
     assert build(cli={"table": table}).collection == collection
+
+
+def test_an_empty_collection_given_is_refused_not_replaced_by_the_default() -> None:
+    with pytest.raises(UsageError, match="--collection is empty"):
+        build(cli={"table": "orders", "collection": ""})
 
 
 def test_collection_given_wins_over_the_default() -> None:
