@@ -11,7 +11,8 @@ Sections (`--only install,stages,e2e,kinds,spawn`):
   (source/readloop.py): psycopg's `get_copy_data` ("read") and the C loop ("read_c");
 - e2e: `copy --workers 2` into the wire sink against two `psql \\copy` on the table's ctid halves,
   with the C read loop (cython), psycopg's (cython-py, PARALLELSYNC_COPY_READER=python), numba;
-- kinds: narrow, mixed, wide, jsonb into the wire sink, both builds, one run;
+- kinds: narrow, mixed, wide, jsonb into the wire sink, one run: both builds, and the compiled
+  build with psycopg's read loop;
 - spawn: a new worker process until it can copy (imports + kernel load): spawned, and forked
   from a fork server that preloaded it (the pool's way).
 The numba build is the worktree given by --numba-repo with its own .venv (scripts/setup.sh).
@@ -323,12 +324,12 @@ def main() -> None:
             )
         if "stages" in only:
             res["stages"] = section_stages(builds, env, table, a.repeat)
+        # the C read loop (the default) and psycopg's, against numba, in the same run
+        py_loop = Build("cython-py", REPO, {"PARALLELSYNC_COPY_READER": "python"})
         if "e2e" in only:
-            # the C read loop (the default) and psycopg's, against numba, in the same run
-            py_loop = Build("cython-py", REPO, {"PARALLELSYNC_COPY_READER": "python"})
             res["e2e"] = section_e2e([builds[0], py_loop, builds[1]], env, table, a.repeat)
         if "kinds" in only:
-            res["kinds"] = section_kinds(builds, env)
+            res["kinds"] = section_kinds([builds[0], py_loop, builds[1]], env)
         if "install" in only:
             res["install"] = section_install(builds, env.pg.dsn, a.repeat)
     finally:
