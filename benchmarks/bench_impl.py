@@ -197,7 +197,28 @@ def psql_pair(dsn: str, commands: list[str]) -> float:
     procs = [subprocess.Popen(["psql", dsn, "-X", "-q", "-c", c]) for c in commands]
     if any(p.wait() for p in procs):
         raise RuntimeError("psql failed")
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    settle(dsn)
+    return elapsed
+
+
+def settle(dsn: str, timeout: float = 60) -> None:
+    """Wait until no other client backend is left. The server's CPU is counted from the backends
+    the postmaster has reaped: a backend still exiting (psql's, datagen's) would otherwise be
+    charged to the next measured copy (seen: +3 to +11 CPU-s on the first copy after them)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if row == (0,):
+                break
+            time.sleep(0.05)
+    time.sleep(0.5)  # let the postmaster reap the last ones (SIGCHLD)
 
 
 def copy_sample(b: Build, env: Env, table: str, workers: int) -> dict[str, Any]:
@@ -249,6 +270,7 @@ def section_kinds(builds: list[Build], env: Env) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in ("narrow", "mixed", "wide", "jsonb"):
         table = datagen.ensure_table(env.pg.dsn, kind, datagen.DEFAULT_ROWS[kind])
+        settle(env.pg.dsn)
         out[kind] = {}
         for workers in (1, 2):
             for b in builds:

@@ -1,12 +1,13 @@
 """One worker process: import the snapshot, then copy the ranges the coordinator hands it.
 
 Per range, three threads pass batches along bounded queues (pipeline.py): a reader thread streams
-`COPY (SELECT ...) TO STDOUT (FORMAT BINARY)` with libpq's `get_copy_data` (one message per tuple,
-appended to a bytearray: the cheapest way psycopg offers); the worker's main thread transcodes each
-batch into BSON bytes (compiled kernels, which release the GIL); a writer thread inserts them. So
-the server keeps sending while a batch is transcoded, and both overlap the target's round trips.
-Each queue holds at most two batches, which bounds memory. Messages: messages.py. How a worker
-dies with its coordinator, stops on SIGTERM and shows it is alive: lifeline.py.
+`COPY (SELECT ...) TO STDOUT (FORMAT BINARY)` a batch at a time (one CopyData message per tuple;
+the compiled read loop or psycopg's `get_copy_data`, source/readloop.py); the worker's main
+thread transcodes each batch into BSON bytes (compiled kernels, which release the GIL); a writer
+thread inserts them. So the server keeps sending while a batch is transcoded, and both overlap the
+target's round trips. Each queue holds at most two batches, which bounds memory. Messages:
+messages.py. How a worker dies with its coordinator, stops on SIGTERM and shows it is alive:
+lifeline.py.
 """
 
 from __future__ import annotations
