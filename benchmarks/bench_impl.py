@@ -7,11 +7,14 @@ Sections (`--only install,stages,e2e,kinds,spawn`):
   `parallelsync copy` of a 1,000-row table into null: (--workers 2), and the installed size of the
   runtime dependencies;
 - stages: client CPU per row on bench_mixed (2 M rows) per stage (read loop, transcode, insert
-  into the wire sink), PostgreSQL's backend CPU for the same COPY, and a C read loop over
-  psycopg's own libpq (parallelsync/_native/copyread.pyx) instead of `get_copy_data`;
-- e2e: `copy --workers 2` into the wire sink against two `psql \\copy` on the table's ctid halves;
-- kinds: narrow, mixed, wide, jsonb into the wire sink, both builds, one run;
-- spawn: a freshly spawned worker process until it can copy (imports + kernel load).
+  into the wire sink), PostgreSQL's backend CPU for the same COPY; the read loop both ways
+  (source/readloop.py): psycopg's `get_copy_data` ("read") and the C loop ("read_c");
+- e2e: `copy --workers 2` into the wire sink against two `psql \\copy` on the table's ctid halves,
+  with the C read loop (cython), psycopg's (cython-py, PARALLELSYNC_COPY_READER=python), numba;
+- kinds: narrow, mixed, wide, jsonb into the wire sink, one run: both builds, and the compiled
+  build with psycopg's read loop;
+- spawn: a new worker process until it can copy (imports + kernel load): spawned, and forked
+  from a fork server that preloaded it (the pool's way).
 The numba build is the worktree given by --numba-repo with its own .venv (scripts/setup.sh).
 Prints tables; writes benchmarks/results/impl.json with every sample.
 """
@@ -41,8 +44,9 @@ STAGES = ("read", "read_c", "transcode", "insert")
 
 
 class Build:
-    def __init__(self, name: str, repo: Path) -> None:
+    def __init__(self, name: str, repo: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.repo, self.python = name, repo, str(repo / ".venv" / "bin" / "python")
+        self.env = env or {}  # e.g. PARALLELSYNC_COPY_READER=python: the same build, other loop
 
     def run_json(self, args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
         p = subprocess.run(
@@ -161,6 +165,8 @@ def section_stages(builds: list[Build], env: Env, table: str, repeat: int) -> di
             if any(k in r for r in runs)
         }
         s["client"] = s["read"] + s["transcode"] + s["insert"]
+        if "read_c" in s:
+            s["client_c"] = s["read_c"] + s["transcode"] + s["insert"]
         summary[name] = s
     return {"samples": out, "us_per_row": summary}
 
@@ -191,14 +197,35 @@ def psql_pair(dsn: str, commands: list[str]) -> float:
     procs = [subprocess.Popen(["psql", dsn, "-X", "-q", "-c", c]) for c in commands]
     if any(p.wait() for p in procs):
         raise RuntimeError("psql failed")
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    settle(dsn)
+    return elapsed
+
+
+def settle(dsn: str, timeout: float = 60) -> None:
+    """Wait until no other client backend is left. The server's CPU is counted from the backends
+    the postmaster has reaped: a backend still exiting (psql's, datagen's) would otherwise be
+    charged to the next measured copy (seen: +3 to +11 CPU-s on the first copy after them)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if row == (0,):
+                break
+            time.sleep(0.05)
+    time.sleep(0.5)  # let the postmaster reap the last ones (SIGCHLD)
 
 
 def copy_sample(b: Build, env: Env, table: str, workers: int) -> dict[str, Any]:
     s = measure.run(
         b.copy_cmd(env.pg.dsn, table, env.sink_uri, workers),
         1800,
-        env=dict(os.environ),
+        env={**os.environ, **b.env},
         server=env.server,
         sink=env.sink,
         cwd=str(b.repo),
@@ -214,6 +241,7 @@ def copy_sample(b: Build, env: Env, table: str, workers: int) -> dict[str, Any]:
         "cpu_sink": s.cpu_sink_s,
         "rss_mb": s.peak_rss_mb,
         "err": "" if s.rc == 0 else s.stderr_tail[-500:],
+        "read_loop": r.get("read_loop", "python"),  # the numba build has psycopg's loop only
     }
 
 
@@ -242,6 +270,7 @@ def section_kinds(builds: list[Build], env: Env) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in ("narrow", "mixed", "wide", "jsonb"):
         table = datagen.ensure_table(env.pg.dsn, kind, datagen.DEFAULT_ROWS[kind])
+        settle(env.pg.dsn)
         out[kind] = {}
         for workers in (1, 2):
             for b in builds:
@@ -263,22 +292,20 @@ def report(res: dict[str, Any]) -> None:
             )
     if "stages" in res:
         print("\nclient CPU per row, bench_mixed (µs/row, medians)")
-        print(f"  {'build':<7} " + " ".join(f"{k:>9}" for k in (*STAGES, "client", "read_pg")))
+        cols = (*STAGES, "client", "client_c", "read_pg")
+        print(f"  {'build':<7} " + " ".join(f"{k:>9}" for k in cols))
         for name, s in res["stages"]["us_per_row"].items():
-            print(
-                f"  {name:<7} "
-                + " ".join(f"{s.get(k, float('nan')):9.3f}" for k in (*STAGES, "client", "read_pg"))
-            )
+            print(f"  {name:<7} " + " ".join(f"{s.get(k, float('nan')):9.3f}" for k in cols))
     if "e2e" in res:
         e = res["e2e"]
         print(
             f"\n2 M rows, --workers 2, wire sink; psql ctid halves {e['psql_ctid_halves_s']:.2f} s"
         )
-        for b in ("cython", "numba"):
+        for b in ("cython", "cython-py", "numba"):
             if b in e:
                 r = e[b]
                 print(
-                    f"  {b:<7} wall {r['wall']:6.2f} s (x{r['ratio_wall']:.2f} of psql)  job "
+                    f"  {b:<9} wall {r['wall']:6.2f} s (x{r['ratio_wall']:.2f} of psql)  job "
                     f"{r['job_s']:6.2f} s (x{r['ratio_job']:.2f})  "
                     f"cpu client {r['cpu_client']:.1f} s pg {r['cpu_pg']:.1f} s"
                 )
@@ -290,9 +317,10 @@ def report(res: dict[str, Any]) -> None:
                 + "  ".join(f"{k} {v['rows_per_s'] or 0:>10,.0f}" for k, v in rs.items())
             )
     if "spawn" in res:
-        print("\nspawned worker ready (imports + kernel load), medians")
+        print("\nnew worker ready (imports + kernel load), medians")
         for name, r in res["spawn"].items():
-            print(f"  {name:<7} {r['ready_s']:.3f} s wall, {r['cpu_s']:.3f} s CPU")
+            server = f" (fork server's own start {r['server_s']:.3f} s)" if r["server_s"] else ""
+            print(f"  {name:<16} {r['ready_s']:.3f} s wall, {r['cpu_s']:.3f} s CPU{server}")
 
 
 def main() -> None:
@@ -313,12 +341,17 @@ def main() -> None:
         table = datagen.ensure_table(env.pg.dsn, "mixed", datagen.DEFAULT_ROWS["mixed"])
         if "spawn" in only:
             res["spawn"] = {b.name: b.run_json(["spawn"]) for b in builds}
+            res["spawn"]["cython forkserver"] = builds[0].run_json(
+                ["spawn", "--method", "forkserver"]
+            )
         if "stages" in only:
             res["stages"] = section_stages(builds, env, table, a.repeat)
+        # the C read loop (the default) and psycopg's, against numba, in the same run
+        py_loop = Build("cython-py", REPO, {"PARALLELSYNC_COPY_READER": "python"})
         if "e2e" in only:
-            res["e2e"] = section_e2e(builds, env, table, a.repeat)
+            res["e2e"] = section_e2e([builds[0], py_loop, builds[1]], env, table, a.repeat)
         if "kinds" in only:
-            res["kinds"] = section_kinds(builds, env)
+            res["kinds"] = section_kinds([builds[0], py_loop, builds[1]], env)
         if "install" in only:
             res["install"] = section_install(builds, env.pg.dsn, a.repeat)
     finally:

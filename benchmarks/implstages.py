@@ -52,34 +52,6 @@ def _copy_query(conn: Any, table_name: str) -> tuple[str, Any]:
     return query.as_string(conn), proj.layout
 
 
-def c_read(conn: Any, query: str) -> list[tuple[bytearray, int]]:
-    """The same batches as copy_batches, read by the C loop (parallelsync/_native)."""
-    from psycopg import pq
-
-    from parallelsync._native import copyreader
-    from parallelsync.transcode.copybinary import header_length
-
-    why = copyreader.available()
-    if why:
-        raise RuntimeError(why)
-    pgconn = conn.pgconn
-    pgconn.send_query(query.encode())
-    res = pgconn.get_result()
-    assert res is not None and res.status == pq.ExecStatus.COPY_OUT
-    out: list[tuple[bytearray, int]] = []
-    while True:
-        buf, _messages, status = copyreader.read_batch(pgconn, BATCH_ROWS, BATCH_BYTES)
-        if buf:
-            out.append((buf, 0 if out else header_length(buf)))
-        if status == copyreader.COPY_DONE:
-            break
-        if status != copyreader.BATCH_FULL:
-            raise RuntimeError(f"C read loop failed: {status} {pgconn.get_error_message()}")
-    while (res := pgconn.get_result()) is not None:
-        assert res.status == pq.ExecStatus.COMMAND_OK
-    return out
-
-
 def stages(a: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
@@ -101,11 +73,14 @@ def stages(a: argparse.Namespace) -> dict[str, Any]:
     backend = int(row[0])
     query, layout = _copy_query(conn, a.table)
     result: dict[str, Any] = {}
-    reads: list[tuple[str, Any]] = [
-        ("read", lambda: list(copy_batches(conn, query, a.dsn, BATCH_ROWS, BATCH_BYTES)))
-    ]
-    if a.c_read:
-        reads.append(("read_c", lambda: c_read(conn, query)))
+    args = (conn, query, a.dsn, BATCH_ROWS, BATCH_BYTES)
+    if a.c_read:  # this build has both loops (source/readloop.py): psycopg's, then the C one
+        reads: list[tuple[str, Any]] = [
+            ("read", lambda: list(copy_batches(*args, "python"))),
+            ("read_c", lambda: list(copy_batches(*args, "c"))),
+        ]
+    else:  # the numba baseline: psycopg's loop only
+        reads = [("read", lambda: list(copy_batches(*args)))]
     batches: list[tuple[bytearray, int]] = []
     for name, read in reads:
         pg0, cpu0, wall0 = _backend_cpu(backend), _cpu(), time.perf_counter()
@@ -141,8 +116,23 @@ def _spawned(conn: Any, t0: float) -> None:
 
 
 def spawn(a: argparse.Namespace) -> dict[str, Any]:
-    """A freshly spawned process (not forked): until it has imported the worker and warmed up."""
-    ctx = mp.get_context("spawn")
+    """A fresh worker process until it has imported the worker and warmed up: spawned (a new
+    interpreter), or forked from a fork server that preloaded the worker (pool.py). For the fork
+    server, `server_s` is its own start (launch + preload) before the first fork."""
+    ctx = mp.get_context(a.method)
+    server_s = 0.0
+    if a.method == "forkserver":
+        import multiprocessing.forkserver
+
+        ctx.set_forkserver_preload(["parallelsync.workers.preload"])
+        t0 = time.perf_counter()
+        multiprocessing.forkserver.ensure_running()
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_spawned, args=(child, t0))
+        proc.start()
+        parent.recv()
+        server_s = time.perf_counter() - t0
+        proc.join()
     samples = []
     for _ in range(a.repeat):
         parent, child = ctx.Pipe()
@@ -154,6 +144,8 @@ def spawn(a: argparse.Namespace) -> dict[str, Any]:
         proc.join()
         samples.append({"ready_s": ready, "child_ready_s": ready_rel, "cpu_s": cpu})
     return {
+        "method": a.method,
+        "server_s": server_s,
         "samples": samples,
         "ready_s": statistics.median(s["ready_s"] for s in samples),
         "cpu_s": statistics.median(s["cpu_s"] for s in samples),
@@ -188,9 +180,10 @@ def main() -> None:
     s.add_argument("--dsn", required=True)
     s.add_argument("--table", required=True)
     s.add_argument("--sink", required=True)
-    s.add_argument("--c-read", action="store_true")
+    s.add_argument("--c-read", action="store_true", help="also time the C read loop")
     p = sub.add_parser("spawn")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--method", choices=("spawn", "forkserver"), default="spawn")
     sub.add_parser("sizes")
     a = ap.parse_args()
     out = {"stages": stages, "spawn": spawn, "sizes": sizes}[a.cmd](a)

@@ -27,9 +27,12 @@ ctypedef int (*consume_input_t)(void* conn) noexcept nogil
 ctypedef int (*socket_t)(void* conn) noexcept nogil
 
 
-def read_batch(size_t conn, tuple functions, int max_messages, Py_ssize_t max_bytes):
+def read_batch(
+    size_t conn, tuple functions, int max_messages, Py_ssize_t max_bytes, int timeout_ms=-1
+):
     """(bytearray of whole CopyData messages, messages, status): status 0 = limit reached,
-    -1 = COPY finished, -2 = error (see PQerrorMessage), -3 = out of memory or poll failed."""
+    -1 = COPY finished, -2 = error (see PQerrorMessage), -3 = out of memory or poll failed,
+    -4 = nothing arrived for timeout_ms (the buffer holds what was read before; -1: no limit)."""
     cdef get_copy_data_t get_copy_data = <get_copy_data_t><size_t>functions[0]
     cdef freemem_t freemem = <freemem_t><size_t>functions[1]
     cdef consume_input_t consume_input = <consume_input_t><size_t>functions[2]
@@ -38,7 +41,7 @@ def read_batch(size_t conn, tuple functions, int max_messages, Py_ssize_t max_by
     cdef char* grown
     cdef char* msg
     cdef Py_ssize_t used = 0, cap = 0
-    cdef int n, messages = 0, status = 0
+    cdef int n, ready, messages = 0, status = 0
     cdef pollfd pfd
     with nogil:
         pfd.fd = pqsocket(<void*>conn)
@@ -59,10 +62,14 @@ def read_batch(size_t conn, tuple functions, int max_messages, Py_ssize_t max_by
                 messages += 1
                 freemem(msg)
             elif n == 0:
-                if poll(&pfd, 1, -1) < 0:
+                ready = poll(&pfd, 1, timeout_ms)
+                if ready < 0:
                     if errno == EINTR:
                         continue
                     status = -3
+                    break
+                if ready == 0:
+                    status = -4
                     break
                 if consume_input(<void*>conn) == 0:
                     status = -2

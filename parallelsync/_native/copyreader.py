@@ -26,6 +26,7 @@ BATCH_FULL = 0  # max_messages or max_bytes reached: call again
 COPY_DONE = -1  # the COPY finished: collect its result with get_result()
 COPY_FAILED = -2  # libpq reported an error (pgconn.get_error_message())
 READ_FAILED = -3  # out of memory, or poll() failed
+WAITING = -4  # nothing arrived for timeout_ms: the buffer holds the messages read before
 
 
 def _mapped_libpq() -> list[str]:
@@ -65,13 +66,19 @@ def available() -> str | None:
     return fns if isinstance(fns, str) else None
 
 
-def read_batch(pgconn: Any, max_messages: int, max_bytes: int) -> tuple[bytearray, int, int]:
+def read_batch(
+    pgconn: Any, max_messages: int, max_bytes: int, timeout_ms: int = -1
+) -> tuple[bytearray, int, int]:
     """(buffer of whole CopyData messages, messages, status) from a PGconn in COPY_OUT state.
 
-    Stops after max_messages messages or once the buffer holds max_bytes; the caller must have
-    checked `available()`."""
+    Stops after max_messages messages, once the buffer holds max_bytes, or when nothing arrived
+    for timeout_ms (-1: waits for ever); the caller must have checked `available()` and must
+    not let the connection be closed during the call (the loop holds its raw pointer)."""
     from parallelsync._native import copyread
 
     fns = functions()
     assert not isinstance(fns, str), fns
-    return copyread.read_batch(pgconn.pgconn_ptr, fns, max_messages, max_bytes)
+    ptr = pgconn.pgconn_ptr
+    if not ptr:
+        raise ValueError("the connection is closed")
+    return copyread.read_batch(ptr, fns, max_messages, max_bytes, timeout_ms)

@@ -37,7 +37,9 @@ from parallelsync.targets.uri import uri_database
 
 # Environment variables of ours that are not options: the config file, and knobs of the tests,
 # benchmarks and demo (never needed in production, but not typos either).
-OTHER_VARIABLES = frozenset({"PARALLELSYNC_CONFIG", "PARALLELSYNC_PG_BIN", "PARALLELSYNC_IMPL"})
+OTHER_VARIABLES = frozenset(
+    {"PARALLELSYNC_CONFIG", "PARALLELSYNC_PG_BIN", "PARALLELSYNC_IMPL", "PARALLELSYNC_COPY_READER"}
+)
 OTHER_PREFIXES = ("PARALLELSYNC_TEST_", "PARALLELSYNC_BENCH_", "PARALLELSYNC_DEMO_")
 
 

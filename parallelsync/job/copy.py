@@ -49,6 +49,7 @@ from parallelsync.job.resume import (
 from parallelsync.job.schedule import Scheduler
 from parallelsync.job.state import AbortFlag, RangeState, Result, interrupt, new_job_id
 from parallelsync.redact import scrub_known
+from parallelsync.source import readloop
 from parallelsync.source.counts import Counts
 from parallelsync.source.guard import SnapshotGuard
 from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
@@ -166,6 +167,8 @@ class CopyJob:
             with phases.run("preflight"):
                 self.pool.prestart()  # the fork server loads the workers' code meanwhile
                 prepared = preflight(cfg, self.log)
+                # A bad PARALLELSYNC_COPY_READER fails here; the workers report theirs (_totals).
+                result.extra["read_loop"] = readloop.choose()
                 if prepared.workers != cfg.workers:  # capped to the source's free connections
                     self.cfg = cfg = replace(cfg, workers=prepared.workers)
                     result.workers = cfg.workers
@@ -403,6 +406,10 @@ class CopyJob:
     def _totals(self, states: list[RangeState], r: Result) -> dict[str, object]:
         fields = jobdoc.figures(states, r.rows, r.docs, r.bytes, r.seconds, 1.0)
         fields |= {"source_count": r.rows, "target_count": r.docs, "phases": self.phases.docs()}
+        # Which COPY read loop the workers ran: "c", "python", or both ("c,python").
+        loops = sorted({s.read_loop for s in states if s.read_loop})
+        if loops:
+            r.extra["read_loop"] = fields["read_loop"] = ",".join(loops)
         if self.cfg.oversize == "skip":
             # Skipped rows were read but not written: source rows = rows + skipped_count.
             count, entries = jobdoc.skipped(states)

@@ -12,6 +12,7 @@ from parallelsync.config import CopyConfig
 from parallelsync.job.phases import Prepared
 from parallelsync.job.state import RangeState
 from parallelsync.redact import redact_dsn, redact_uri
+from parallelsync.source import readloop
 from parallelsync.source.planner import Plan
 from parallelsync.source.snapshot import Snapshot
 from parallelsync.transcode.oversize import MAX_SKIPPED_ENTRIES
@@ -48,6 +49,9 @@ def initial(
         "coordinator": coordinator(),
         # Which transcoder encoded the documents: "c" (the compiled kernel) or "python".
         "transcoder": transcode.IMPL,
+        # Which loop reads the COPY stream: "c" (compiled) or "python"; at the end, the loops
+        # the workers reported (source/readloop.py).
+        "read_loop": readloop.choose(),
         "snapshot": {"name": snap.name, "consistent_lsn": snap.consistent_lsn, "slot": snap.slot},
         "plan": {"method": plan.method, "estimated_rows": plan.estimated_rows},
         "ranges": [s.doc() for s in states],

@@ -201,6 +201,7 @@ class Scheduler:
                 st = self.by_id[rid]
                 st.status, st.seconds, st.error, st.digest = DONE, done.seconds, None, done.digest
                 st.skipped, st.skipped_entries = done.skipped, done.skipped_entries
+                st.read_loop = done.read_loop
                 self.assigned[wid] = None
                 self.on_done(st)
             case Failed(wid=wid, range_id=rid, error=err):

@@ -37,6 +37,7 @@ class RangeState:
     id_filter: dict[str, Any] | None = None  # selects this range in MongoDB, if BSON order allows
     skipped: int = 0  # --oversize skip: documents left out
     skipped_entries: list[dict[str, Any]] = field(default_factory=list)
+    read_loop: str = ""  # the COPY read loop of the attempt that copied it ("c" / "python")
 
     def doc(self) -> dict[str, Any]:
         d = self.rng.describe()

@@ -64,6 +64,7 @@ class Done:
     digest: Digest | None = None  # with checksums on: the digest of every document written
     skipped: int = 0  # --oversize skip: documents over 16 MiB left out of this range
     skipped_entries: list[dict[str, Any]] = field(default_factory=list)  # first {_id, size}
+    read_loop: str = ""  # which loop read the COPY: "c" or "python" (source/readloop.py)
 
 
 @dataclass(frozen=True)

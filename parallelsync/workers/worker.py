@@ -1,12 +1,13 @@
 """One worker process: import the snapshot, then copy the ranges the coordinator hands it.
 
 Per range, three threads pass batches along bounded queues (pipeline.py): a reader thread streams
-`COPY (SELECT ...) TO STDOUT (FORMAT BINARY)` with libpq's `get_copy_data` (one message per tuple,
-appended to a bytearray: the cheapest way psycopg offers); the worker's main thread transcodes each
-batch into BSON bytes (compiled kernels, which release the GIL); a writer thread inserts them. So
-the server keeps sending while a batch is transcoded, and both overlap the target's round trips.
-Each queue holds at most two batches, which bounds memory. Messages: messages.py. How a worker
-dies with its coordinator, stops on SIGTERM and shows it is alive: lifeline.py.
+`COPY (SELECT ...) TO STDOUT (FORMAT BINARY)` a batch at a time (one CopyData message per tuple;
+the compiled read loop or psycopg's `get_copy_data`, source/readloop.py); the worker's main
+thread transcodes each batch into BSON bytes (compiled kernels, which release the GIL); a writer
+thread inserts them. So the server keeps sending while a batch is transcoded, and both overlap the
+target's round trips. Each queue holds at most two batches, which bounds memory. Messages:
+messages.py. How a worker dies with its coordinator, stops on SIGTERM and shows it is alive:
+lifeline.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import psycopg
 
 from parallelsync.errors import InternalError, ParallelSyncError, SourceLockTimeout
+from parallelsync.source import copystream, readloop
 from parallelsync.source.connect import classify, connect
 from parallelsync.source.copystream import copy_batches
 from parallelsync.source.locks import (
@@ -36,6 +38,7 @@ from parallelsync.transcode.checksum import Digest
 from parallelsync.transcode.encoder import DocumentEncoder
 from parallelsync.transcode.model import Layout
 from parallelsync.transcode.oversize import SkippingEncoder
+from parallelsync.transcode.warmup import warm
 from parallelsync.workers import lifeline
 from parallelsync.workers.messages import Done, Failed, Fatal, Progress, RangeTask, Ready
 from parallelsync.workers.pipeline import WRITER_WAIT_S, Reader, Writer, writing
@@ -89,9 +92,12 @@ def worker_main(
 
 def serve(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
     """Connect, import the snapshot, then copy the ranges handed over until told to stop."""
-    warm_up()  # a no-op in effect when forked from the warm fork server (pool.py)
     try:
+        # A broken transcoder is reported here, not hidden (the fork server's preload ignores
+        # errors: its workers report them). Milliseconds: the kernels are compiled at install.
+        warm()
         conn = connect(setup.source_dsn, autocommit=True)
+        loop = readloop.choose()  # after connect: the C loop needs psycopg's libpq loaded
         import_snapshot(conn, setup.snapshot)
         set_lock_timeout(conn, setup.lock_timeout)
         sink = open_sink(setup.sink)
@@ -118,7 +124,9 @@ def serve(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
             heart.range_id = task.range_id
             try:
                 digest = Digest() if setup.checksum else None
-                rows, nbytes = copy_range(conn, encoder, sink, setup, task, wid, results, digest)
+                rows, nbytes = copy_range(
+                    conn, encoder, sink, setup, task, wid, results, digest, loop
+                )
             except SourceLockTimeout:
                 results.put(Failed(wid, task.range_id, lock_timeout_error(conn, setup)))
                 break  # the transaction is gone, and with it the snapshot
@@ -134,10 +142,12 @@ def serve(wid: int, setup: WorkerSetup, tasks: Any, results: Any) -> None:
                 heart.range_id = None
             skipped, entries = encoder.take() if isinstance(encoder, SkippingEncoder) else (0, [])
             elapsed = time.monotonic() - start
-            results.put(Done(wid, task.range_id, rows, nbytes, elapsed, digest, skipped, entries))
+            results.put(
+                Done(wid, task.range_id, rows, nbytes, elapsed, digest, skipped, entries, loop)
+            )
     finally:
         sink.close()
-        conn.close()
+        copystream.close(conn)  # waits for a reader given up on to leave the C read loop
 
 
 def lock_timeout_error(conn: psycopg.Connection[Any], setup: WorkerSetup) -> SourceLockTimeout:
@@ -154,13 +164,10 @@ def lock_timeout_error(conn: psycopg.Connection[Any], setup: WorkerSetup) -> Sou
 
 
 def warm_up() -> None:
-    """Load the kernels now, not on the first batch."""
-    try:
-        from parallelsync.transcode.warmup import warm
-
+    """The transcoder's start-up check, errors ignored: for the fork server's preload, whose
+    workers run it again in serve() and report what fails."""
+    with contextlib.suppress(Exception):
         warm()
-    except Exception:
-        pass  # the first batch shows what is wrong, or uses Python
 
 
 def copy_range(
@@ -172,6 +179,7 @@ def copy_range(
     wid: int,
     results: Any,
     digest: Digest | None = None,
+    loop: readloop.ReadLoop | None = None,
 ) -> tuple[int, int]:
     def report(rows: int, nbytes: int) -> None:
         results.put(Progress(wid, task.range_id, rows, nbytes))
@@ -180,7 +188,7 @@ def copy_range(
     writer = Writer(sink, task.attempt > 1, report)
     total_rows = total_bytes = 0
     reader = Reader(
-        copy_batches(conn, task.query, setup.source_dsn, setup.batch_rows, setup.batch_bytes)
+        copy_batches(conn, task.query, setup.source_dsn, setup.batch_rows, setup.batch_bytes, loop)
     )
     try:
         for buf, start in reader:

@@ -32,16 +32,22 @@ from tests.servers import MongoServer, SecantusServer, require_restartable
 
 ROWS = 4000
 SLOW = ["--batch-rows", "10", "--workers", "2"]
+# The faults that hit the COPY stream run with both read loops (source/readloop.py).
+each_read_loop = pytest.mark.parametrize("read_loop", ["c", "python"])
+
+
+def reader_env(read_loop: str) -> dict[str, str]:
+    return {"PARALLELSYNC_COPY_READER": read_loop}
 
 
 # ---------------------------------------------------------------- helpers
 class Cli:
     """The CLI as a background process, so a test can hurt it while it runs."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("PARALLELSYNC_", "SLOTNAME"))
-        }
+        } | (env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "parallelsync", *args],
             stdout=subprocess.PIPE,
@@ -170,13 +176,15 @@ def assert_target_untouched(db: Database[Any], before: list[dict[str, Any]]) -> 
     assert temp_names(db) == []
 
 
-def finished_job(db: Database[Any], run: Run) -> dict[str, Any]:
+def finished_job(db: Database[Any], run: Run, read_loop: str | None = None) -> dict[str, Any]:
     assert run.rc == 0, run.stderr
     job = db.parallelsync_jobs.find_one({"_id": run.json["job_id"]})
     assert job is not None
     assert job["status"] == "FINISHED", job.get("error")
     assert all(r["status"] == "DONE" for r in job["ranges"])
     assert sum(r["rows"] for r in job["ranges"]) == job["totals"]["rows"]
+    if read_loop is not None:  # the workers read every range with that loop
+        assert job["read_loop"] == run.json["read_loop"] == read_loop
     return dict(job)
 
 
@@ -191,7 +199,9 @@ def copy_items(pg_dsn: str, mongo_uri: str, db: Database[Any], *extra: str) -> l
 
 
 # ---------------------------------------------------------------- retries
+@each_read_loop
 def test_sigkill_of_a_worker_mid_range_is_retried(
+    read_loop: str,
     pg_conn: psycopg.Connection[Any],
     pg_dsn: str,
     mongo_uri: str,
@@ -200,18 +210,20 @@ def test_sigkill_of_a_worker_mid_range_is_retried(
 ) -> None:
     make_table(pg_conn)
     seed_target(mongo_db)
-    cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db))
+    cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db), env=reader_env(read_loop))
     cli_runs.append(cli)
     wait_for(lambda: temp_docs(mongo_db) >= 200, "the first documents", proc=cli)
     kill_workers(cli)
     run = cli.wait()
-    job = finished_job(mongo_db, run)
+    job = finished_job(mongo_db, run, read_loop)
     assert max(r["attempts"] for r in job["ranges"]) >= 2, (job["ranges"], run.stderr)
     assert "exited with code -9" in run.stderr
     assert_target_equals_source(pg_conn, mongo_db)
 
 
+@each_read_loop
 def test_terminated_backend_is_retried(
+    read_loop: str,
     pg_conn: psycopg.Connection[Any],
     pg_dsn: str,
     mongo_uri: str,
@@ -220,7 +232,7 @@ def test_terminated_backend_is_retried(
 ) -> None:
     make_table(pg_conn)
     seed_target(mongo_db)
-    cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db))
+    cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db), env=reader_env(read_loop))
     cli_runs.append(cli)
     dbname = pg_dsn.rsplit("/", 1)[1]
 
@@ -238,7 +250,7 @@ def test_terminated_backend_is_retried(
     wait_for(lambda: temp_docs(mongo_db) >= 100, "the first documents", proc=cli)
     wait_for(terminate_a_copy, "a worker's COPY in pg_stat_activity", proc=cli)
     run = cli.wait()
-    job = finished_job(mongo_db, run)
+    job = finished_job(mongo_db, run, read_loop)
     assert max(r["attempts"] for r in job["ranges"]) >= 2, (job["ranges"], run.stderr)
     assert "terminat" in run.stderr  # the retry log line names the cause
     assert_target_equals_source(pg_conn, mongo_db)
@@ -349,7 +361,9 @@ def test_terminal_error_fails_at_once_without_retry(
 
 
 # ---------------------------------------------------------------- abort
+@each_read_loop
 def test_sigterm_of_the_coordinator_aborts_cleanly(
+    read_loop: str,
     pg_conn: psycopg.Connection[Any],
     pg_dsn: str,
     mongo_uri: str,
@@ -358,7 +372,9 @@ def test_sigterm_of_the_coordinator_aborts_cleanly(
 ) -> None:
     make_table(pg_conn)
     before = seed_target(mongo_db)
-    cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db, "--slot", "abort_slot"))
+    cli = Cli(
+        *copy_items(pg_dsn, mongo_uri, mongo_db, "--slot", "abort_slot"), env=reader_env(read_loop)
+    )
     cli_runs.append(cli)
     wait_for(lambda: temp_docs(mongo_db) >= 200, "the first documents", proc=cli)
     # ... and the coordinator has counted some of them (the job document says so).
@@ -373,6 +389,7 @@ def test_sigterm_of_the_coordinator_aborts_cleanly(
     assert mongo_db.parallelsync_locks.count_documents({}) == 0
     job = only_job(mongo_db)
     assert job["status"] == "ABORTED" and "interrupted" in job["error"]
+    assert job["read_loop"] == read_loop  # chosen at the start (no range finished)
     assert run.json["status"] == "ABORTED"
     # Issue 11 item 11: the summary is true. The slot was dropped, so no LSN is offered as a
     # place to resume from; no Python None; the rows copied before the abort are counted.

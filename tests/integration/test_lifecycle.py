@@ -34,9 +34,11 @@ from tests.integration.test_faults import (
     assert_target_untouched,
     children,
     copy_items,
+    each_read_loop,
     finished_job,
     make_table,
     only_job,
+    reader_env,
     seed_target,
     temp_docs,
     temp_names,
@@ -407,7 +409,9 @@ def test_a_copy_that_cannot_get_its_lock_fails_naming_the_ddl(
 
 
 # ---------------------------------------------------------------- item 14: stalls
+@each_read_loop
 def test_a_stopped_worker_is_killed_and_its_range_retried(
+    read_loop: str,
     pg_conn: psycopg.Connection[Any],
     pg_dsn: str,
     mongo_uri: str,
@@ -416,7 +420,9 @@ def test_a_stopped_worker_is_killed_and_its_range_retried(
 ) -> None:
     make_table(pg_conn)
     seed_target(mongo_db)
-    cli = Cli(*copy_items(pg_dsn, mongo_uri, mongo_db, "--stall-seconds", "3"))
+    cli = Cli(
+        *copy_items(pg_dsn, mongo_uri, mongo_db, "--stall-seconds", "3"), env=reader_env(read_loop)
+    )
     cli_runs.append(cli)
     wait_for(lambda: temp_docs(mongo_db) >= 200, "the first documents", proc=cli)
     # All of them, as kill_workers does: at least one is then frozen in the middle of a range.
@@ -429,7 +435,7 @@ def test_a_stopped_worker_is_killed_and_its_range_retried(
         for pid in frozen:  # never leave a stopped process behind
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-    job = finished_job(mongo_db, run)
+    job = finished_job(mongo_db, run, read_loop)
     stalls = re.findall(
         r"range (\d+): worker \d+ \(pid (\d+)\) sent nothing for (\d+) s; killed it, "
         r"retrying the range",
@@ -454,7 +460,9 @@ $$
 """
 
 
+@each_read_loop
 def test_two_blips_on_different_ranges_cost_one_attempt_each(
+    read_loop: str,
     pg_conn: psycopg.Connection[Any],
     pg_dsn: str,
     mongo_uri: str,
@@ -468,7 +476,7 @@ def test_two_blips_on_different_ranges_cost_one_attempt_each(
     pg_conn.execute(SLOW_COPY)
     seed_target(mongo_db)
     args = copy_items(pg_dsn, mongo_uri, mongo_db, "--where", "slow_in_copy()")
-    cli = Cli(*args, "--max-attempts", "2", "--batch-rows", "100")
+    cli = Cli(*args, "--max-attempts", "2", "--batch-rows", "100", env=reader_env(read_loop))
     cli_runs.append(cli)
     dbname = pg_dsn.rsplit("/", 1)[1]
 
@@ -499,7 +507,7 @@ def test_two_blips_on_different_ranges_cost_one_attempt_each(
     wait_for(lambda: copies_of(first), "the first range's retry", proc=cli)
     second = wait_for(lambda: terminate_a_copy(first), "another range's COPY", proc=cli)
     run = cli.wait()
-    job = finished_job(mongo_db, run)
+    job = finished_job(mongo_db, run, read_loop)
     assert "exited with code" not in run.stderr, run.stderr
     attempts = {r["query"]: r["attempts"] for r in job["ranges"]}
     assert attempts.pop(first) == 2 and attempts.pop(second) == 2, job["ranges"]

@@ -55,6 +55,7 @@ class Finish:
     seconds: float = 1.0
     digest: Digest | None = None
     skipped: int = 0
+    read_loop: str = "c"
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ class FakePool:
                             action.seconds,
                             action.digest,
                             action.skipped,
+                            read_loop=action.read_loop,
                         )
                     )
                 case Fail(error=err, linger=linger):
@@ -348,7 +350,7 @@ def test_every_range_done_rows_summed() -> None:
     pool = FakePool(
         script={
             0: [[Rows(10, 100), Rows(5, 50), Finish(seconds=2.5, digest=digest)]],
-            1: [[Rows(7, 70), Finish(skipped=3)]],
+            1: [[Rows(7, 70), Finish(skipped=3, read_loop="python")]],
             2: [[Finish()]],  # an empty range
             3: [[Rows(1, 10), Rows(1, 10), Rows(1, 10), Finish()]],
         }
@@ -365,6 +367,8 @@ def test_every_range_done_rows_summed() -> None:
     assert run.states[0].seconds == 2.5
     assert run.states[0].digest == digest
     assert run.states[1].skipped == 3
+    # Which read loop the worker ran, per range (the job document's read_loop).
+    assert [s.read_loop for s in run.states] == ["c", "python", "c", "c"]
     assert all(s.error is None for s in run.states)
     assert run.totals == (25, 250)
     assert all(r > 0 for r, _ in run.rows)
