@@ -107,8 +107,11 @@ def run_demo(
             f"{changed['deleted']}, inserted id {changed['inserted']}; verify finds them:"
         )
         demo.run("verify", *src, *tgt, expect=EXIT_VERIFY)
-        demo.say("\na new full copy (a re-sync, as after a mapping change) brings them over:")
-        demo.run("copy", *src, *tgt, "--workers", str(workers))
+        demo.say(
+            f"\nchange capture applies them from slot {SLOT}, from the copy's consistent LSN on"
+            " (without --stop-at-end, follow keeps the collection in step until stopped):"
+        )
+        demo.run("follow", *src, *tgt, "--slot", SLOT, "--stop-at-end")
         demo.run("verify", *src, *tgt)
         _drop_slot(source)
         demo.say(

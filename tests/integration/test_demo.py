@@ -42,10 +42,12 @@ def test_demo_runs_the_main_job_and_cleans_up(tmp_path: Path) -> None:
         "different [5]",
         "missing [99]",
         "extra [12]",
+        "$ parallelsync follow --source postgresql://",
+        "FINISHED: 3 transactions, 3 changes applied",
         "3,000 rows copied into shop.esim_profiles",
     ):
         assert expected in out, f"{expected!r} missing from the demo's output:\n{out}"
-    assert out.count("EQUAL: public.esim_profiles") == 2  # before the changes and after the re-sync
+    assert out.count("EQUAL: public.esim_profiles") == 2  # before the changes and after follow
     dirs = data_dirs(out)
     assert len(dirs) == 2 and not any(d.exists() for d in dirs)  # both servers cleaned up
 
