@@ -31,7 +31,7 @@ ruff check parallelsync tests benchmarks scripts || failed+=(ruff)
 echo "test: mypy"
 mypy || failed+=(mypy)
 echo "test: pytest"
-pytest -q tests "$@" || failed+=(pytest)
+pytest -q --durations=20 tests "$@" || failed+=(pytest)
 
 if [ "${#failed[@]}" -ne 0 ]; then
     echo "test: FAILED: ${failed[*]}" >&2
