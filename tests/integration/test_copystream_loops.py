@@ -131,9 +131,16 @@ def test_closing_early_cancels_the_copy(
         buf, start = next(gen)
         assert start == 19 and len(buf) > start
         gen.close()
+        # The COPY was cancelled, not read to its end: the connection takes a query at once.
         assert conn.execute("SELECT 42").fetchone() == (42,)
-    state = pg_conn.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", pid).fetchone()
-    assert state is None  # the backend is gone with the connection, its COPY cancelled
+        state = pg_conn.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", pid).fetchone()
+        assert state == ("idle",)
+    # The backend leaves with the connection (its exit is asynchronous: wait for the state).
+    wait_for(
+        lambda: pg_conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", pid).fetchone()
+        is None,
+        "the closed connection's backend to exit",
+    )
 
 
 def test_closing_the_connection_under_a_waiting_c_loop(
