@@ -37,6 +37,7 @@ from parallelsync.cdc.stream import (
 )
 from parallelsync.config import CopyConfig
 from parallelsync.errors import SourceError, UsageError
+from parallelsync.job import hooks
 from parallelsync.mapping.projection import Projection, build_projection
 from parallelsync.source.catalog import TableInfo, resolve_table
 from parallelsync.source.connect import connect
@@ -223,7 +224,9 @@ def run_follow(cfg: CopyConfig, log: Callable[[str], None] | None = None) -> Fol
     job_id = f"follow-{uuid.uuid4().hex[:12]}"
     stop = _Stop()
     t0 = time.monotonic()
-    target.lock(job_id, resume=False)
+    # A follow killed outright is restarted at once: its lease (same host, dead process) is
+    # taken over, not waited out; its checkpoint says where to go on.
+    target.lock(job_id, resume=False, take_dead=True)
     try:
         with _signals(stop):
             _follow(cfg, prepared, target, job_id, result, stop, log)
@@ -288,10 +291,13 @@ def _follow(
     seen = start  # the furthest position the stream has shown
     last_change = last_store = last_log = time.monotonic()
 
-    def checkpoint(lsn: int) -> None:
+    def checkpoint(lsn: int, *, idle: bool = False) -> None:
         nonlocal last_store
         t = applier.totals
+        if not idle:
+            hooks.fire("follow_applied", lsn=format_lsn(lsn), transactions=t.transactions)
         state.store(format_lsn(lsn), lsn, {"transactions": t.transactions, "changes": t.changes})
+        hooks.fire("follow_stored", lsn=format_lsn(lsn), transactions=t.transactions, idle=idle)
         stream.confirm(lsn)  # only after MongoDB holds the checkpoint
         result.applied_lsn = format_lsn(lsn)
         last_store = time.monotonic()
@@ -323,7 +329,7 @@ def _follow(
             ):
                 # Nothing received is unapplied: the position the server showed is applied.
                 applier.checkpoint = seen
-                checkpoint(seen)
+                checkpoint(seen, idle=True)
             if now - last_log >= cfg.progress_seconds:
                 t = applier.totals
                 log(f"follow: {t.transactions} transactions, {t.changes} changes applied, at "
