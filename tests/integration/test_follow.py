@@ -152,6 +152,10 @@ def test_schema_change_stops_before_writing(
     assert mongo_db.orders.find_one({"_id": 1})["note"] == "before"  # applied: the old shape
     assert mongo_db.orders.find_one({"_id": 2})["note"] == "note 2"  # not written
     assert "extra" not in mongo_db.orders.find_one({"_id": 2})
+    state = mongo_db.parallelsync_jobs.find_one({"_id": f"follow:{mongo_db.name}.orders"})
+    assert state is not None and state["state"] == "FAILED"
+    assert state["last_error"]["message"].startswith("table public.orders changed")
+    assert state["last_error"]["job_id"].startswith("follow-")
 
 
 def test_schema_change_in_the_stream_stops_the_first_run(
@@ -270,3 +274,73 @@ def test_sigterm_stops_after_the_transaction_in_flight(
     assert '"status": "STOPPED"' in out and "stopped by a signal" in out
     state = mongo_db.parallelsync_jobs.find_one({"_id": state_id})
     assert state is not None and state["state"] == "STOPPED" and state["changes"] == 1
+
+
+def test_follow_statistics_in_the_result_and_the_state_document(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    pg_conn.execute(DDL)
+    assert (
+        run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", "fol_s")).rc == 0
+    )
+    pg_conn.execute("ALTER PUBLICATION fol_s ADD TABLE audit")
+    changes(pg_conn)
+    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_s", "--stop-at-end", "--json",
+                 "--max-retained-wal-mb", "0")  # fmt: skip
+    assert run.rc == 0, run.stderr
+    out = run.json
+    assert (out["transactions"], out["changes"]) == (10, 17)
+    # Caught up with the server's WAL as measured at the end: no lag in bytes or seconds.
+    assert out["lag_bytes"] == 0 and out["lag_seconds"] == 0.0
+    assert parse_lsn(out["server_lsn"]) <= parse_lsn(out["applied_lsn"])
+    assert out["changes_per_second"] > 0
+    slot = pg_conn.execute(
+        "SELECT pg_wal_lsn_diff(%s::pg_lsn, restart_lsn)::bigint FROM pg_replication_slots "
+        "WHERE slot_name = 'fol_s'", (out["server_lsn"],)
+    ).fetchone()  # fmt: skip
+    assert slot is not None and out["retained_wal_bytes"] >= slot[0] > 0
+    # Past the threshold (0 MB here), a warning names the slot and the WAL it keeps.
+    assert "warning: slot 'fol_s' retains " in run.stderr
+    assert "more than --max-retained-wal-mb 0 MB" in run.stderr
+    state = mongo_db.parallelsync_jobs.find_one({"_id": f"follow:{mongo_db.name}.orders"})
+    assert state is not None and state["state"] == "FINISHED"
+    assert (state["transactions"], state["changes"], state["lag_bytes"]) == (10, 17, 0)
+    assert state["applied_lsn"] == out["applied_lsn"] and state["server_lsn"] == out["server_lsn"]
+    assert state["changes_per_second"] == out["changes_per_second"]
+    assert state["error"] is None and "last_error" not in state
+    # Below the threshold: no warning.
+    pg_conn.execute("UPDATE orders SET qty = 7 WHERE id = 1")
+    quiet = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_s", "--stop-at-end", "--json")
+    assert quiet.rc == 0, quiet.stderr
+    assert (quiet.json["changes"], quiet.json["lag_bytes"]) == (1, 0)
+    assert "warning: slot" not in quiet.stderr
+
+
+def test_follow_progress_lines_while_running(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    import json
+
+    pg_conn.execute(DDL)
+    assert (
+        run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", "fol_p")).rc == 0
+    )
+    pg_conn.execute("UPDATE orders SET qty = 1 WHERE id <= 5")
+    plain = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_p", "--idle-exit", "1.5",
+                   "--progress-seconds", "0.2")  # fmt: skip
+    assert plain.rc == 0, plain.stderr
+    lines = [ln for ln in plain.stderr.splitlines() if ln.startswith("[follow] ")]
+    assert "[follow] started" in lines and lines[-1].startswith("[follow] done in ")
+    ticks = [ln for ln in lines if "changes applied" in ln]
+    assert ticks, plain.stderr
+    assert "1 transactions, 5 changes applied" in ticks[-1] and ", lag " in ticks[-1]
+    assert "slot retains " in ticks[-1]
+    pg_conn.execute("UPDATE orders SET qty = 2 WHERE id <= 2")
+    js = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_p", "--idle-exit", "1.5",
+                "--progress-seconds", "0.2", "--log-format", "json")  # fmt: skip
+    assert js.rc == 0, js.stderr
+    events = [json.loads(ln) for ln in js.stderr.splitlines() if ln.startswith("{")]
+    progress = [e for e in events if e["event"] == "progress" and e["phase"] == "follow"]
+    assert progress and progress[-1]["changes"] == 2 and progress[-1]["lag_bytes"] is not None
+    summary = [e for e in events if e["event"] == "summary"]
+    assert summary and summary[0]["changes"] == 2 and summary[0]["status"] == "FINISHED"
