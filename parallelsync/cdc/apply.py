@@ -60,6 +60,8 @@ class Totals:
     changes: int = 0  # row changes of the followed table written
     skipped: int = 0  # transactions at or below the checkpoint, not applied again
     truncates: int = 0
+    bulk_writes: int = 0  # ordered bulk writes sent (a transaction is one or more chunks)
+    largest_write: int = 0  # operations in the largest of them: at most CHUNK_OPS
 
 
 @dataclass
@@ -203,6 +205,8 @@ class Applier:
         if not self._ops:
             return
         ops, self._ops, self._bytes = self._ops, [], 0
+        self.totals.bulk_writes += 1
+        self.totals.largest_write = max(self.totals.largest_write, len(ops))
         try:
             self.coll.bulk_write(ops, ordered=True)
         except PyMongoError as exc:

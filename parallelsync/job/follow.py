@@ -72,6 +72,8 @@ class FollowResult:
     transactions: int = 0
     changes: int = 0
     skipped: int = 0
+    bulk_writes: int = 0
+    largest_bulk_write: int = 0  # operations: a huge transaction is written in chunks
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -423,5 +425,6 @@ def _utcnow() -> dt.datetime:
 def _totals(result: FollowResult, applier: Applier, snap: FollowSnapshot) -> None:
     t = applier.totals
     result.transactions, result.changes, result.skipped = t.transactions, t.changes, t.skipped
+    result.bulk_writes, result.largest_bulk_write = t.bulk_writes, t.largest_write
     result.extra = _doc(snap)
     del result.extra["transactions"], result.extra["changes"]

@@ -344,3 +344,54 @@ def test_follow_progress_lines_while_running(
     assert progress and progress[-1]["changes"] == 2 and progress[-1]["lag_bytes"] is not None
     summary = [e for e in events if e["event"] == "summary"]
     assert summary and summary[0]["changes"] == 2 and summary[0]["status"] == "FINISHED"
+
+
+def _follow_peak_rss_kb(*args: str) -> tuple[Run, int]:
+    """follow run under a small parent that reports the peak RSS of its one child (KiB)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import resource, subprocess, sys, json\n"
+        "p = subprocess.run([sys.executable, '-m', 'parallelsync', *sys.argv[1:]],"
+        " capture_output=True, text=True, stdin=subprocess.DEVNULL)\n"
+        "print(json.dumps([p.returncode, p.stdout, p.stderr,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
+    out = subprocess.run([sys.executable, "-c", probe, "follow", *args], capture_output=True,
+                         text=True, env=env, timeout=600, check=True)  # fmt: skip
+    rc, stdout, stderr, rss = json.loads(out.stdout)
+    return Run(rc, stdout, stderr), int(rss)
+
+
+def test_one_transaction_of_100k_changes_is_written_in_chunks(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    """A transaction's changes go out in bulk writes of at most 1000 operations as they arrive:
+    memory does not grow with the transaction (peak RSS for 100k changes is that of 1k)."""
+    pg_conn.execute(DDL)
+    copy = run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", "fol_big"))
+    assert copy.rc == 0, copy.stderr
+    args = ("--source", pg_dsn, "--table", "orders", "--target", mongo_uri, "--db",
+            mongo_db.name, "--slot", "fol_big", "--stop-at-end", "--json")  # fmt: skip
+    rows = "SELECT i, 'bulk ' || i, i, i * 0.5, ARRAY['a', 'b'], now(), repeat('d', 200) "
+    pg_conn.execute(f"INSERT INTO orders {rows} FROM generate_series(1000, 1999) i")
+    small, small_rss = _follow_peak_rss_kb(*args)
+    assert small.rc == 0, small.stderr
+    assert (small.json["transactions"], small.json["changes"]) == (1, 1000)
+    with pg_conn.transaction():  # 100,000 changes in one transaction: inserts, then updates
+        pg_conn.execute(f"INSERT INTO orders {rows} FROM generate_series(10000, 59999) i")
+        pg_conn.execute("UPDATE orders SET qty = -qty WHERE id BETWEEN 10000 AND 59999")
+    big, big_rss = _follow_peak_rss_kb(*args)
+    assert big.rc == 0, big.stderr
+    out = big.json
+    assert (out["transactions"], out["changes"]) == (1, 100_000)
+    assert out["largest_bulk_write"] == 1000 and out["bulk_writes"] >= 100
+    assert mongo_db.orders.count_documents({}) == 40 + 1000 + 50_000
+    assert mongo_db.orders.count_documents({"qty": {"$lt": 0}}) == 50_000
+    # Flat: 100 times the changes, not 100 times the memory (all of them held would be
+    # hundreds of MB of operations).
+    assert big_rss - small_rss < 40_000, (small_rss, big_rss)
