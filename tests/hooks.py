@@ -174,3 +174,20 @@ def rename_fault(target_uri: str, db: str, temp: str, collection: str, **_: Any)
             _fail(client, ["renameCollection", "listCollections", "drop"], closeConnection=True)
     finally:
         client.close()
+
+
+# `hold_follow`: which transaction of the run to hold at (1 = the first it applies).
+HOLD_TXN_ENV = "PSYNC_TEST_HOLD_TXN"
+
+
+def hold_follow(lsn: str, transactions: int, idle: bool = False, **_: Any) -> None:
+    """At a follow checkpoint step (follow_applied, follow_stored) of the run's
+    $PSYNC_TEST_HOLD_TXN-th transaction, write its LSN to $PSYNC_TEST_HOLD_MARKER and wait
+    there until the test kills the process: a crash exactly between two steps, not a race."""
+    if idle or transactions != int(os.environ.get(HOLD_TXN_ENV, "1")):
+        return
+    Path(os.environ[HOLD_MARKER]).write_text(lsn)
+    deadline = time.monotonic() + HOLD_DEADLINE_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise RuntimeError("the test never killed the follow held at its checkpoint")

@@ -60,12 +60,18 @@ class Totals:
     changes: int = 0  # row changes of the followed table written
     skipped: int = 0  # transactions at or below the checkpoint, not applied again
     truncates: int = 0
+    bulk_writes: int = 0  # ordered bulk writes sent (a transaction is one or more chunks)
+    largest_write: int = 0  # operations in the largest of them: at most CHUNK_OPS
 
 
 @dataclass
 class _Txn:
     begin: Begin
     skip: bool
+    # The first transaction of the table after the start: the run that stopped may have
+    # written some or all of it before its checkpoint (at most this one: each transaction is
+    # checkpointed before the next is written).
+    replay: bool = False
     changes: int = 0
 
 
@@ -82,6 +88,7 @@ class Applier:
     _ops: list[Op] = field(default_factory=list)
     _bytes: int = 0
     _raw: Collection[Any] | None = None
+    _first: bool = True  # no transaction of the table applied yet by this run
 
     @property
     def in_transaction(self) -> bool:
@@ -92,7 +99,7 @@ class Applier:
         if isinstance(msg, Begin):
             # Checkpoints are commit ends (or idle positions): a commit record that starts
             # before one ends at or before it, so that transaction was applied already.
-            self._txn = _Txn(msg, skip=msg.final_lsn < self.checkpoint)
+            self._txn = _Txn(msg, skip=msg.final_lsn < self.checkpoint, replay=self._first)
             return None
         if isinstance(msg, Relation):
             if msg.relid == self.table.oid:
@@ -107,6 +114,7 @@ class Applier:
             if txn.changes == 0:  # nothing of the table: its end is an idle position
                 return None
             self._flush()
+            self._first = False
             self.totals.transactions += 1
             self.totals.changes += txn.changes
             self.checkpoint = msg.end_lsn
@@ -144,7 +152,11 @@ class Applier:
         old_id = enc.ids([msg.old])[0] if msg.old is not None else new_id
         if old_id != new_id:  # the key changed
             if unchanged:
-                doc = enc.merge(doc, self._old_document(old_id), unchanged)
+                stored = self._old_document(old_id, new_id)
+                if stored is None:  # see _old_document: a later change of the replay writes it
+                    self._add(DeleteOne(RawBSONDocument(old_id)), len(old_id))
+                    return
+                doc = enc.merge(doc, stored, unchanged)
             self._add(DeleteOne(RawBSONDocument(old_id)), len(old_id))
             self._add(
                 ReplaceOne(RawBSONDocument(new_id), RawBSONDocument(doc), upsert=True), len(doc)
@@ -158,22 +170,32 @@ class Applier:
                 ReplaceOne(RawBSONDocument(new_id), RawBSONDocument(doc), upsert=True), len(doc)
             )
 
-    def _old_document(self, old_id: bytes) -> bytes:
-        """The stored document of a row whose key changed while some columns were not sent."""
+    def _old_document(self, old_id: bytes, new_id: bytes) -> bytes | None:
+        """The stored document of a row whose key changed while some columns were not sent.
+
+        In a transaction the stopped run may have written already (`_Txn.replay`), the key change
+        may be in the collection: the new `_id` holds the unchanged columns (the old one is gone,
+        or a later change of the transaction reused it: its document is another row's), so it
+        is looked at first. When neither is there, a later change of the transaction moved or
+        deleted the new row, and replaying it writes what remains: None (write nothing now)."""
         self._flush()  # it may have been written earlier in this transaction
         if self._raw is None:
             self._raw = self.coll.with_options(CodecOptions(document_class=RawBSONDocument))
-        try:
-            found = self._raw.find_one(RawBSONDocument(old_id))
-        except PyMongoError as exc:
-            raise _target_error(exc) from None
-        if found is None:
-            raise TargetError(
-                f"the row with _id {describe_id(old_id[4:-1])} changed its key, but its document "
-                f"is missing from {self.coll.full_name}, and its unchanged TOASTed columns are "
-                "not in the change stream: the collection no longer matches the table; copy again"
-            )
-        return bytes(found.raw)
+        replay = self._txn is not None and self._txn.replay
+        for key in (new_id, old_id) if replay else (old_id,):
+            try:
+                found = self._raw.find_one(RawBSONDocument(key))
+            except PyMongoError as exc:
+                raise _target_error(exc) from None
+            if found is not None:
+                return bytes(found.raw)
+        if replay:
+            return None
+        raise TargetError(
+            f"the row with _id {describe_id(old_id[4:-1])} changed its key, but its document "
+            f"is missing from {self.coll.full_name}, and its unchanged TOASTed columns are "
+            "not in the change stream: the collection no longer matches the table; copy again"
+        )
 
     def _add(self, op: Op, size: int) -> None:
         self._ops.append(op)
@@ -183,6 +205,8 @@ class Applier:
         if not self._ops:
             return
         ops, self._ops, self._bytes = self._ops, [], 0
+        self.totals.bulk_writes += 1
+        self.totals.largest_write = max(self.totals.largest_write, len(ops))
         try:
             self.coll.bulk_write(ops, ordered=True)
         except PyMongoError as exc:

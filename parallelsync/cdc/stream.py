@@ -52,6 +52,11 @@ def _now_us() -> int:
     return time.time_ns() // 1000 - _PG_EPOCH_US
 
 
+def unix_seconds(pg_clock_us: int) -> float:
+    """A server clock field (a commit time, a keepalive's clock) as Unix seconds."""
+    return (pg_clock_us + _PG_EPOCH_US) / 1e6
+
+
 @dataclass(frozen=True, slots=True)
 class XLogData:
     start: int  # the LSN of the change (for a commit: the commit's end LSN)
@@ -63,6 +68,7 @@ class XLogData:
 class Keepalive:
     end: int  # the server's position: every transaction committed before it was sent
     reply: bool  # the server wants a status update now (it is about to time us out)
+    clock: int = 0  # the server's clock when it sent it (microseconds since 2000-01-01)
 
 
 def status_interval(wal_sender_timeout_ms: int) -> float:
@@ -163,8 +169,8 @@ class ReplicationStream:
             start, end, _clock = _XLOG.unpack_from(data, 1)
             return XLogData(start, end, data[1 + _XLOG.size :])
         if kind == b"k":
-            end, _clock, reply = _KEEPALIVE.unpack_from(data, 1)
-            return Keepalive(end, bool(reply))
+            end, clock, reply = _KEEPALIVE.unpack_from(data, 1)
+            return Keepalive(end, bool(reply), clock)
         raise SourceError(f"unexpected replication message type {kind!r}")
 
     def confirm(self, lsn: int) -> None:

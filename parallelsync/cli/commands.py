@@ -135,7 +135,10 @@ def run_plan(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
 def run_follow(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
     from parallelsync.job.follow import run_follow as follow
 
-    result = follow(cfg)
+    with display_for(cfg) as display:
+        result = follow(cfg, display)
+    if isinstance(display, JsonDisplay):
+        display.emit("summary", **result.as_json())
     if as_json:
         print_json(result.as_json())
     else:
@@ -144,4 +147,9 @@ def run_follow(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
             f"applied ({result.skipped:,} already applied skipped), from {result.start_lsn} to "
             f"{result.applied_lsn} in {result.seconds:.1f} s; {result.reason}"
         )
+        lag, retained = result.extra.get("lag_bytes"), result.extra.get("retained_wal_bytes")
+        if lag is not None:
+            print(f"  lag {lag:,} bytes, {result.extra.get('lag_seconds') or 0:.1f} s; "
+                  f"{result.extra.get('changes_per_second', 0):,.1f} changes/s; the slot retains "
+                  f"{'unknown' if retained is None else f'{retained:,} bytes'} of WAL")  # fmt: skip
     return EXIT_OK

@@ -22,9 +22,18 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from parallelsync.cdc.slots import human_bytes
 from parallelsync.cli.output import json_event
 from parallelsync.job.progress import duration, human
-from parallelsync.job.report import DONE, FAILED, STARTED, WORKER_PHASES, Snapshot
+from parallelsync.job.report import (
+    DONE,
+    FAILED,
+    PROGRESS_PHASES,
+    STARTED,
+    FollowSnapshot,
+    ProgressSnap,
+    Snapshot,
+)
 
 # The live display redraws this often: smooth enough to read rates, cheap for the coordinator.
 LIVE_REFRESH_PER_S = 4
@@ -43,6 +52,23 @@ def progress_parts(snap: Snapshot) -> list[str]:
     return parts
 
 
+def follow_parts(snap: FollowSnapshot) -> list[str]:
+    """follow's statistics as short phrases: applied, rate, position, lag, retained WAL."""
+    parts = [
+        f"{human(snap.transactions)} transactions, {human(snap.changes)} changes applied",
+        f"{human(snap.changes_per_second)} changes/s",
+        f"at {snap.applied_lsn}",
+    ]
+    if snap.lag_bytes is not None:
+        lag = f"lag {human_bytes(snap.lag_bytes)}"
+        if snap.lag_seconds is not None:
+            lag += f" / {snap.lag_seconds:.1f} s"
+        parts.append(lag)
+    if snap.retained_wal_bytes is not None:
+        parts.append(f"slot retains {human_bytes(snap.retained_wal_bytes)}")
+    return parts
+
+
 def worker_summary(snap: Snapshot) -> str:
     counts: dict[str, int] = {}
     for w in snap.workers:
@@ -57,7 +83,7 @@ class _State:
         self.lock = threading.Lock()
         self.phase: str | None = None  # None between phases
         self.since = time.monotonic()
-        self.snap: Snapshot | None = None
+        self.snap: ProgressSnap | None = None
 
     def set(self, name: str, state: str) -> None:
         with self.lock:
@@ -66,7 +92,7 @@ class _State:
             elif self.phase == name:
                 self.phase = None
 
-    def view(self) -> tuple[str | None, float, Snapshot | None]:
+    def view(self) -> tuple[str | None, float, ProgressSnap | None]:
         with self.lock:
             return self.phase, time.monotonic() - self.since, self.snap
 
@@ -94,7 +120,10 @@ class LiveDisplay:
         if phase is None:
             return Text("")
         head = f"{phase}  {duration(elapsed)}"
-        if phase not in WORKER_PHASES or snap is None:
+        if isinstance(snap, FollowSnapshot):
+            self._spinner.update(text=Text(head + "  " + ", ".join(follow_parts(snap))))
+            return self._spinner
+        if phase not in PROGRESS_PHASES or snap is None:
             self._spinner.update(text=Text(head, style="bold"))
             return self._spinner
         bar = ProgressBar(total=snap.estimated or None, completed=snap.rows, width=30)
@@ -114,7 +143,7 @@ class LiveDisplay:
         elif state == FAILED:
             self._console.print(f"[red]✗[/] {name} failed after {elapsed:.1f} s")
 
-    def progress(self, snap: Snapshot) -> None:
+    def progress(self, snap: ProgressSnap) -> None:
         with self._state.lock:
             self._state.snap = snap
 
@@ -167,8 +196,10 @@ class PlainDisplay:
             self._stream.write(text + "\n")
             self._stream.flush()
 
-    def _line(self, phase: str, elapsed: float, snap: Snapshot | None) -> str:
-        if phase in WORKER_PHASES and snap is not None:
+    def _line(self, phase: str, elapsed: float, snap: ProgressSnap | None) -> str:
+        if isinstance(snap, FollowSnapshot):
+            return f"[{phase}] " + ", ".join([*follow_parts(snap), f"elapsed {duration(elapsed)}"])
+        if phase in PROGRESS_PHASES and snap is not None:
             parts = [*progress_parts(snap), worker_summary(snap), f"elapsed {duration(elapsed)}"]
             return f"[{phase}] " + ", ".join(parts)
         return f"[{phase}] running, elapsed {duration(elapsed)}"
@@ -181,7 +212,7 @@ class PlainDisplay:
     def phase(self, name: str, state: str, elapsed: float) -> None:
         if state != STARTED:
             current, _, snap = self._state.view()
-            if current == name and name in WORKER_PHASES and snap is not None:
+            if current == name and name in PROGRESS_PHASES and snap is not None:
                 self._write(self._line(name, elapsed, snap))  # the final totals
         self._state.set(name, state)
         if state == STARTED:
@@ -191,7 +222,7 @@ class PlainDisplay:
         else:
             self._write(f"[{name}] failed after {elapsed:.1f} s")
 
-    def progress(self, snap: Snapshot) -> None:
+    def progress(self, snap: ProgressSnap) -> None:
         with self._state.lock:
             self._state.snap = snap
 
@@ -228,7 +259,10 @@ class JsonDisplay:
             self._stream.write(line + "\n")
             self._stream.flush()
 
-    def _progress(self, phase: str, snap: Snapshot) -> None:
+    def _progress(self, phase: str, snap: ProgressSnap) -> None:
+        if isinstance(snap, FollowSnapshot):
+            self.emit("progress", phase=phase, elapsed=round(snap.elapsed, 3), **snap.as_doc())
+            return
         eta = snap.eta_seconds
         self.emit(
             "progress", phase=phase, rows=snap.rows, bytes=snap.bytes,
@@ -245,7 +279,7 @@ class JsonDisplay:
         phase, elapsed, snap = self._state.view()
         if phase is None:
             return
-        if phase in WORKER_PHASES and snap is not None:
+        if phase in PROGRESS_PHASES and snap is not None:
             self._progress(phase, snap)
         else:
             self.emit("phase", phase=phase, state="running", elapsed=round(elapsed, 3))
@@ -255,12 +289,12 @@ class JsonDisplay:
             return
         if state != STARTED:
             current, _, snap = self._state.view()
-            if current == name and name in WORKER_PHASES and snap is not None:
+            if current == name and name in PROGRESS_PHASES and snap is not None:
                 self._progress(name, snap)  # the final totals
         self._state.set(name, state)
         self.emit("phase", phase=name, state=state, elapsed=round(elapsed, 3))
 
-    def progress(self, snap: Snapshot) -> None:
+    def progress(self, snap: ProgressSnap) -> None:
         with self._state.lock:
             self._state.snap = snap
 
@@ -286,7 +320,7 @@ class QuietDisplay:
     def phase(self, name: str, state: str, elapsed: float) -> None:
         pass
 
-    def progress(self, snap: Snapshot) -> None:
+    def progress(self, snap: ProgressSnap) -> None:
         pass
 
     def warning(self, message: str) -> None:

@@ -84,6 +84,7 @@ class CopyConfig:
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_S
     stop_at_end: bool = False  # follow
     idle_exit: float | None = None  # follow
+    max_retained_wal_mb: float = 1024.0  # follow
     target_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_S
     long_timeout_seconds: float = DEFAULT_LONG_TIMEOUT_S
     # The `[mapping]` table of the config file (file only: it is structured).

@@ -252,14 +252,14 @@ OPTIONS: tuple[Option, ...] = (
         bool,
         False,
         "no progress or phase lines: only warnings, errors and the final summary",
-        READS,
+        READS | {FOLLOW},
     ),
     Option(
         "verbose",
         bool,
         False,
         "debug lines as well: each range as it finishes (rows, MB, seconds, attempt)",
-        READS,
+        READS | {FOLLOW},
         short="-v",
     ),
     Option(
@@ -268,7 +268,7 @@ OPTIONS: tuple[Option, ...] = (
         "text",
         "stderr as text (a live display on a terminal, plain lines otherwise) or one JSON "
         "object per event (docs/progress.md lists the fields)",
-        READS,
+        READS | {FOLLOW},
         choices=("text", "json"),
     ),
     Option(
@@ -344,6 +344,14 @@ OPTIONS: tuple[Option, ...] = (
         float,
         None,
         "exit when no change came for this many seconds",
+        frozenset({FOLLOW}),
+    ),
+    Option(
+        "max_retained_wal_mb",
+        float,
+        1024.0,
+        "warn when the slot keeps more WAL than this many MB on the source (follow is behind "
+        "or was stopped: the source cannot remove that WAL)",
         frozenset({FOLLOW}),
     ),
 )

@@ -11,11 +11,11 @@ LSN of the copy that made the slot.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import signal
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -34,9 +34,13 @@ from parallelsync.cdc.stream import (
     ReplicationStream,
     format_lsn,
     parse_lsn,
+    unix_seconds,
 )
 from parallelsync.config import CopyConfig
 from parallelsync.errors import SourceError, UsageError
+from parallelsync.job import hooks
+from parallelsync.job.follow_stats import FollowMonitor
+from parallelsync.job.report import FollowSnapshot, LineReporter, Phases, Reporter
 from parallelsync.mapping.projection import Projection, build_projection
 from parallelsync.source.catalog import TableInfo, resolve_table
 from parallelsync.source.connect import connect
@@ -49,6 +53,12 @@ from parallelsync.targets.mongodb.target import MongoTarget
 POLL_S = 0.5
 # An idle keepalive position is stored (one MongoDB write) at most this often.
 IDLE_STORE_S = 1.0
+# The display gets a new snapshot this often (it prints one every --progress-seconds).
+PROGRESS_S = 0.25
+# The statistics in the follow state document are refreshed this often without a checkpoint.
+STATS_STORE_S = 5.0
+# --stop-at-end follows WAL written after its end position was taken at most this many times.
+END_EXTENSIONS = 3
 
 
 @dataclass
@@ -62,6 +72,8 @@ class FollowResult:
     transactions: int = 0
     changes: int = 0
     skipped: int = 0
+    bulk_writes: int = 0
+    largest_bulk_write: int = 0  # operations: a huge transaction is written in chunks
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -214,19 +226,24 @@ def _signals(stop: _Stop) -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def run_follow(cfg: CopyConfig, log: Callable[[str], None] | None = None) -> FollowResult:
-    log = log or (lambda m: print(f"parallelsync: {m}", file=sys.stderr, flush=True))
-    prepared = _preflight(cfg)
+def run_follow(cfg: CopyConfig, reporter: Reporter | None = None) -> FollowResult:
+    reporter = reporter or LineReporter()
+    phases = Phases(reporter)
+    with phases.run("preflight"):
+        prepared = _preflight(cfg)
     assert cfg.slot is not None
     target = MongoTarget(cfg.target, cfg.db, cfg.collection, cfg.stats_collection)
     result = FollowResult(slot=cfg.slot)
     job_id = f"follow-{uuid.uuid4().hex[:12]}"
     stop = _Stop()
     t0 = time.monotonic()
-    target.lock(job_id, resume=False)
+    # A follow killed outright is restarted at once: its lease (same host, dead process) is
+    # taken over, not waited out; its checkpoint says where to go on.
+    target.lock(job_id, resume=False, take_dead=True)
     try:
-        with _signals(stop):
-            _follow(cfg, prepared, target, job_id, result, stop, log)
+        with _signals(stop), phases.run("follow") as rec:
+            _follow(cfg, prepared, target, job_id, result, stop, reporter)
+            rec.rows = result.changes
     finally:
         target.unlock()
         target.client.close()
@@ -260,15 +277,12 @@ def _follow(
     job_id: str,
     result: FollowResult,
     stop: _Stop,
-    log: Callable[[str], None],
+    reporter: Reporter,
 ) -> None:
     assert cfg.slot is not None
     table = prepared.table
     state = FollowState(target.db[cfg.stats_collection], cfg.db, cfg.collection)
     start, copy_job, shape = _start_position(cfg, prepared, state, target)
-    # A change of the table between two runs shows in the catalog even when no change of the
-    # new shape is in the stream yet.
-    check_columns(table, columns_of(table), shape, "the table now")
     result.start_lsn = result.applied_lsn = format_lsn(start)
     result.end_lsn = None if prepared.end_lsn is None else format_lsn(prepared.end_lsn)
     state.start({
@@ -285,20 +299,37 @@ def _follow(
     )
     encoder = RowEncoder(prepared.projection, [c.name for c in table.columns])
     applier = Applier(table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape)
+    monitor = FollowMonitor(
+        cfg.source, cfg.slot, int(cfg.max_retained_wal_mb * 1e6), reporter.warning
+    )
     seen = start  # the furthest position the stream has shown
-    last_change = last_store = last_log = time.monotonic()
+    seen_clock: float | None = None  # the server time of that position (a keepalive's clock)
+    end_lsn = prepared.end_lsn
+    extensions = 0
+    last_change = last_store = last_note = last_progress = time.monotonic()
 
-    def checkpoint(lsn: int) -> None:
+    def stats() -> FollowSnapshot:
+        t = applier.totals
+        return monitor.snapshot(applier.checkpoint, t.transactions, t.changes)
+
+    def checkpoint(lsn: int, *, idle: bool = False) -> None:
         nonlocal last_store
         t = applier.totals
-        state.store(format_lsn(lsn), lsn, {"transactions": t.transactions, "changes": t.changes})
+        if not idle:
+            hooks.fire("follow_applied", lsn=format_lsn(lsn), transactions=t.transactions)
+        state.store(format_lsn(lsn), lsn, _doc(stats()))
+        hooks.fire("follow_stored", lsn=format_lsn(lsn), transactions=t.transactions, idle=idle)
         stream.confirm(lsn)  # only after MongoDB holds the checkpoint
         result.applied_lsn = format_lsn(lsn)
         last_store = time.monotonic()
 
     try:
+        # A change of the table between two runs shows in the catalog even when no change of
+        # the new shape is in the stream yet.
+        check_columns(table, columns_of(table), shape, "the table now")
         stream.open(start)
-        log(
+        monitor.poll(force=True)
+        reporter.warning(
             f"following {table.display} -> {target.display} from {format_lsn(start)} "
             f"(slot {cfg.slot})"
         )
@@ -306,11 +337,13 @@ def _follow(
             msg = stream.read(POLL_S)
             idle = not applier.in_transaction
             if isinstance(msg, Keepalive):
-                seen = max(seen, msg.end)
+                if msg.end > seen:
+                    seen, seen_clock = msg.end, unix_seconds(msg.clock)
             elif msg is not None:
                 seen = max(seen, msg.start)
                 commit = applier.feed(decode(msg.payload))
                 if commit is not None:
+                    monitor.applied_time = unix_seconds(commit.commit_time)
                     checkpoint(commit.end_lsn)
                     seen = max(seen, commit.end_lsn)
                     last_change = time.monotonic()
@@ -319,25 +352,36 @@ def _follow(
             if (
                 idle
                 and seen > applier.checkpoint
-                and (now - last_store >= IDLE_STORE_S or prepared.end_lsn is not None)
+                and (now - last_store >= IDLE_STORE_S or end_lsn is not None)
             ):
                 # Nothing received is unapplied: the position the server showed is applied.
                 applier.checkpoint = seen
-                checkpoint(seen)
-            if now - last_log >= cfg.progress_seconds:
-                t = applier.totals
-                log(f"follow: {t.transactions} transactions, {t.changes} changes applied, at "
-                    f"{format_lsn(applier.checkpoint)}")  # fmt: skip
-                last_log = now
+                if seen_clock is not None:
+                    monitor.applied_time = seen_clock
+                checkpoint(seen, idle=True)
+            if now - last_progress >= PROGRESS_S:
+                monitor.poll()
+                reporter.progress(stats())
+                last_progress = now
+            if now - max(last_store, last_note) >= STATS_STORE_S:
+                state.note(_doc(stats()))
+                last_note = now
             if not idle:
                 continue
             if stop.requested:
                 result.status, result.reason = "STOPPED", "stopped by a signal"
                 break
-            if prepared.end_lsn is not None:
-                if applier.checkpoint >= prepared.end_lsn:
-                    result.status, result.reason = "FINISHED", "reached the end position"
-                    break
+            if end_lsn is not None:
+                if applier.checkpoint >= end_lsn:
+                    # Reached: measure the server again, so the lag reported is the lag now;
+                    # WAL written meanwhile (other tables, the server's own records) is
+                    # followed up to a few times, never chased for ever.
+                    monitor.poll(force=True)
+                    server = monitor.server_lsn or 0
+                    if server <= applier.checkpoint or extensions >= END_EXTENSIONS:
+                        result.status, result.reason = "FINISHED", "reached the end position"
+                        break
+                    end_lsn, extensions = server, extensions + 1
                 if msg is None:
                     stream.send_status(reply=True)  # ask for the server's position
             if cfg.idle_exit is not None and now - last_change >= cfg.idle_exit:
@@ -345,18 +389,42 @@ def _follow(
                 break
     except BaseException as exc:
         result.status, result.reason = "FAILED", str(exc)
-        _totals(result, applier)
+        _totals(result, applier, stats())
         with contextlib.suppress(Exception):  # the error itself is what the user must see
-            state.finish("FAILED", {"error": str(exc)})
+            state.finish("FAILED", {
+                "error": str(exc),
+                "last_error": {"message": str(exc), "at": _utcnow(), "job_id": job_id},
+                **_doc(stats()),
+            })  # fmt: skip
         raise
     finally:
         stream.close()
-    _totals(result, applier)
-    state.finish(result.status, {"reason": result.reason})
-    log(f"follow {result.status.lower()}: {result.reason}; {result.transactions} transactions, "
-        f"{result.changes} changes applied, at {result.applied_lsn}")  # fmt: skip
+        monitor.close()
+    monitor.poll(force=True)
+    final = stats()
+    reporter.progress(final)
+    _totals(result, applier, final)
+    state.finish(result.status, {"reason": result.reason, **_doc(final)})
+    reporter.warning(
+        f"follow {result.status.lower()}: {result.reason}; {result.transactions} transactions, "
+        f"{result.changes} changes applied, at {result.applied_lsn}"
+    )
 
 
-def _totals(result: FollowResult, applier: Applier) -> None:
+def _doc(snap: FollowSnapshot) -> dict[str, Any]:
+    """The statistics for the follow state document (applied_lsn is the checkpoint's own)."""
+    doc = snap.as_doc()
+    del doc["applied_lsn"]
+    return doc
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _totals(result: FollowResult, applier: Applier, snap: FollowSnapshot) -> None:
     t = applier.totals
     result.transactions, result.changes, result.skipped = t.transactions, t.changes, t.skipped
+    result.bulk_writes, result.largest_bulk_write = t.bulk_writes, t.largest_write
+    result.extra = _doc(snap)
+    del result.extra["transactions"], result.extra["changes"]

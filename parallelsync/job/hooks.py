@@ -14,6 +14,10 @@ Points and their context:
   before_swap     counts and checksums passed, the temp has its indexes, just before the rename:
                   target_uri, db, temp, collection
   range_done      a range finished and the job document records it: job_id, rows, done, ranges
+  follow_applied  follow: MongoDB acknowledged a transaction's writes, its checkpoint is not
+                  stored yet: lsn (its commit end), transactions (applied by this run)
+  follow_stored   follow: the checkpoint is stored in MongoDB, the server is not told yet:
+                  lsn, transactions, idle (an idle keepalive position, not a transaction's)
 """
 
 from __future__ import annotations

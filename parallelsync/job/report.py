@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 # Every phase name a job reports, in the order a copy runs them; `verify` runs preflight,
 # snapshot and plan, then reads the source with the workers ("read"), digests the target
-# ("compare") and lists sample keys of differing ranges ("samples"). `follow` comes later.
+# ("compare") and lists sample keys of differing ranges ("samples"); `follow` runs preflight,
+# then "follow" until it stops.
 PHASES = (
     "preflight", "snapshot", "plan", "copy", "catch-up", "count", "checksums", "indexes",
     "swap", "changed-rows", "read", "compare", "samples", "follow",
@@ -26,6 +27,8 @@ PHASES = (
 # The phases whose progress is counted in rows (the workers run): displays show totals and
 # worker lines for these, a spinner with the elapsed time for the others.
 WORKER_PHASES = frozenset({"copy", "read"})
+# The phases that hand the reporter progress snapshots: the worker phases and follow.
+PROGRESS_PHASES = WORKER_PHASES | {"follow"}
 
 STARTED, DONE, FAILED = "started", "done", "failed"
 
@@ -74,9 +77,44 @@ class Snapshot:
         return (self.estimated - self.rows) / rate
 
 
+@dataclass(frozen=True)
+class FollowSnapshot:
+    """Progress of `follow` as of now (its statistics: docs/progress.md).
+
+    `lag_bytes`: the server's WAL flush position minus the applied position; `lag_seconds`:
+    now minus the server time of the applied position (the commit time of the last applied
+    transaction, or the time of the keepalive whose idle position was applied). None: not
+    measured yet (or the source could not be asked)."""
+
+    applied_lsn: str
+    transactions: int
+    changes: int
+    elapsed: float  # seconds since the follow phase began
+    server_lsn: str | None = None
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    retained_wal_bytes: int | None = None  # WAL the slot keeps (from its restart_lsn on)
+
+    @property
+    def changes_per_second(self) -> float:
+        return self.changes / self.elapsed if self.elapsed > 0 else 0.0
+
+    def as_doc(self) -> dict[str, Any]:
+        lag_s = None if self.lag_seconds is None else round(self.lag_seconds, 3)
+        return {
+            "applied_lsn": self.applied_lsn, "transactions": self.transactions,
+            "changes": self.changes, "changes_per_second": round(self.changes_per_second, 1),
+            "server_lsn": self.server_lsn, "lag_bytes": self.lag_bytes, "lag_seconds": lag_s,
+            "retained_wal_bytes": self.retained_wal_bytes,
+        }  # fmt: skip
+
+
+ProgressSnap = Snapshot | FollowSnapshot
+
+
 class Reporter(Protocol):
     def phase(self, name: str, state: str, elapsed: float) -> None: ...  # state: STARTED etc.
-    def progress(self, snap: Snapshot) -> None: ...
+    def progress(self, snap: ProgressSnap) -> None: ...
     def warning(self, message: str) -> None: ...
     def debug(self, message: str) -> None: ...  # -v/--verbose only
     def close(self) -> None: ...
@@ -88,7 +126,7 @@ class LineReporter:
     def phase(self, name: str, state: str, elapsed: float) -> None:
         pass
 
-    def progress(self, snap: Snapshot) -> None:
+    def progress(self, snap: ProgressSnap) -> None:
         pass
 
     def warning(self, message: str) -> None:

@@ -152,6 +152,10 @@ def test_schema_change_stops_before_writing(
     assert mongo_db.orders.find_one({"_id": 1})["note"] == "before"  # applied: the old shape
     assert mongo_db.orders.find_one({"_id": 2})["note"] == "note 2"  # not written
     assert "extra" not in mongo_db.orders.find_one({"_id": 2})
+    state = mongo_db.parallelsync_jobs.find_one({"_id": f"follow:{mongo_db.name}.orders"})
+    assert state is not None and state["state"] == "FAILED"
+    assert state["last_error"]["message"].startswith("table public.orders changed")
+    assert state["last_error"]["job_id"].startswith("follow-")
 
 
 def test_schema_change_in_the_stream_stops_the_first_run(
@@ -270,3 +274,124 @@ def test_sigterm_stops_after_the_transaction_in_flight(
     assert '"status": "STOPPED"' in out and "stopped by a signal" in out
     state = mongo_db.parallelsync_jobs.find_one({"_id": state_id})
     assert state is not None and state["state"] == "STOPPED" and state["changes"] == 1
+
+
+def test_follow_statistics_in_the_result_and_the_state_document(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    pg_conn.execute(DDL)
+    assert (
+        run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", "fol_s")).rc == 0
+    )
+    pg_conn.execute("ALTER PUBLICATION fol_s ADD TABLE audit")
+    changes(pg_conn)
+    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_s", "--stop-at-end", "--json",
+                 "--max-retained-wal-mb", "0")  # fmt: skip
+    assert run.rc == 0, run.stderr
+    out = run.json
+    assert (out["transactions"], out["changes"]) == (10, 17)
+    # Caught up with the server's WAL as measured at the end: no lag in bytes or seconds.
+    assert out["lag_bytes"] == 0 and out["lag_seconds"] == 0.0
+    assert parse_lsn(out["server_lsn"]) <= parse_lsn(out["applied_lsn"])
+    assert out["changes_per_second"] > 0
+    slot = pg_conn.execute(
+        "SELECT pg_wal_lsn_diff(%s::pg_lsn, restart_lsn)::bigint FROM pg_replication_slots "
+        "WHERE slot_name = 'fol_s'", (out["server_lsn"],)
+    ).fetchone()  # fmt: skip
+    assert slot is not None and out["retained_wal_bytes"] >= slot[0] > 0
+    # Past the threshold (0 MB here), a warning names the slot and the WAL it keeps.
+    assert "warning: slot 'fol_s' retains " in run.stderr
+    assert "more than --max-retained-wal-mb 0 MB" in run.stderr
+    state = mongo_db.parallelsync_jobs.find_one({"_id": f"follow:{mongo_db.name}.orders"})
+    assert state is not None and state["state"] == "FINISHED"
+    assert (state["transactions"], state["changes"], state["lag_bytes"]) == (10, 17, 0)
+    assert state["applied_lsn"] == out["applied_lsn"] and state["server_lsn"] == out["server_lsn"]
+    assert state["changes_per_second"] == out["changes_per_second"]
+    assert state["error"] is None and "last_error" not in state
+    # Below the threshold: no warning.
+    pg_conn.execute("UPDATE orders SET qty = 7 WHERE id = 1")
+    quiet = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_s", "--stop-at-end", "--json")
+    assert quiet.rc == 0, quiet.stderr
+    assert (quiet.json["changes"], quiet.json["lag_bytes"]) == (1, 0)
+    assert "warning: slot" not in quiet.stderr
+
+
+def test_follow_progress_lines_while_running(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    import json
+
+    pg_conn.execute(DDL)
+    assert (
+        run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", "fol_p")).rc == 0
+    )
+    pg_conn.execute("UPDATE orders SET qty = 1 WHERE id <= 5")
+    plain = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_p", "--idle-exit", "1.5",
+                   "--progress-seconds", "0.2")  # fmt: skip
+    assert plain.rc == 0, plain.stderr
+    lines = [ln for ln in plain.stderr.splitlines() if ln.startswith("[follow] ")]
+    assert "[follow] started" in lines and lines[-1].startswith("[follow] done in ")
+    ticks = [ln for ln in lines if "changes applied" in ln]
+    assert ticks, plain.stderr
+    assert "1 transactions, 5 changes applied" in ticks[-1] and ", lag " in ticks[-1]
+    assert "slot retains " in ticks[-1]
+    pg_conn.execute("UPDATE orders SET qty = 2 WHERE id <= 2")
+    js = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_p", "--idle-exit", "1.5",
+                "--progress-seconds", "0.2", "--log-format", "json")  # fmt: skip
+    assert js.rc == 0, js.stderr
+    events = [json.loads(ln) for ln in js.stderr.splitlines() if ln.startswith("{")]
+    progress = [e for e in events if e["event"] == "progress" and e["phase"] == "follow"]
+    assert progress and progress[-1]["changes"] == 2 and progress[-1]["lag_bytes"] is not None
+    summary = [e for e in events if e["event"] == "summary"]
+    assert summary and summary[0]["changes"] == 2 and summary[0]["status"] == "FINISHED"
+
+
+def _follow_peak_rss_kb(*args: str) -> tuple[Run, int]:
+    """follow run under a small parent that reports the peak RSS of its one child (KiB)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import resource, subprocess, sys, json\n"
+        "p = subprocess.run([sys.executable, '-m', 'parallelsync', *sys.argv[1:]],"
+        " capture_output=True, text=True, stdin=subprocess.DEVNULL)\n"
+        "print(json.dumps([p.returncode, p.stdout, p.stderr,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLELSYNC_")}
+    out = subprocess.run([sys.executable, "-c", probe, "follow", *args], capture_output=True,
+                         text=True, env=env, timeout=600, check=True)  # fmt: skip
+    rc, stdout, stderr, rss = json.loads(out.stdout)
+    return Run(rc, stdout, stderr), int(rss)
+
+
+def test_one_transaction_of_100k_changes_is_written_in_chunks(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    """A transaction's changes go out in bulk writes of at most 1000 operations as they arrive:
+    memory does not grow with the transaction (peak RSS for 100k changes is that of 1k)."""
+    pg_conn.execute(DDL)
+    copy = run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", "fol_big"))
+    assert copy.rc == 0, copy.stderr
+    args = ("--source", pg_dsn, "--table", "orders", "--target", mongo_uri, "--db",
+            mongo_db.name, "--slot", "fol_big", "--stop-at-end", "--json")  # fmt: skip
+    rows = "SELECT i, 'bulk ' || i, i, i * 0.5, ARRAY['a', 'b'], now(), repeat('d', 200) "
+    pg_conn.execute(f"INSERT INTO orders {rows} FROM generate_series(1000, 1999) i")
+    small, small_rss = _follow_peak_rss_kb(*args)
+    assert small.rc == 0, small.stderr
+    assert (small.json["transactions"], small.json["changes"]) == (1, 1000)
+    with pg_conn.transaction():  # 100,000 changes in one transaction: inserts, then updates
+        pg_conn.execute(f"INSERT INTO orders {rows} FROM generate_series(10000, 59999) i")
+        pg_conn.execute("UPDATE orders SET qty = -qty WHERE id BETWEEN 10000 AND 59999")
+    big, big_rss = _follow_peak_rss_kb(*args)
+    assert big.rc == 0, big.stderr
+    out = big.json
+    assert (out["transactions"], out["changes"]) == (1, 100_000)
+    assert out["largest_bulk_write"] == 1000 and out["bulk_writes"] >= 100
+    assert mongo_db.orders.count_documents({}) == 40 + 1000 + 50_000
+    assert mongo_db.orders.count_documents({"qty": {"$lt": 0}}) == 50_000
+    # Flat: 100 times the changes, not 100 times the memory (all of them held would be
+    # hundreds of MB of operations).
+    assert big_rss - small_rss < 40_000, (small_rss, big_rss)

@@ -1,14 +1,17 @@
 """The follow checkpoint: one document per followed target in the stats collection.
 
 `{_id: "follow:<db>.<collection>", slot, copy_job, applied_lsn, applied_lsn_int, transactions,
-changes, state, updated_at, ...}`. `applied_lsn` is the commit end LSN of the last transaction
-whose writes MongoDB acknowledged (or an idle keepalive position): everything before it is in
-the collection. Unlike job statistics, a checkpoint write that fails stops the run: the server
-must never be told a position MongoDB does not hold.
+changes, changes_per_second, server_lsn, lag_bytes, lag_seconds, retained_wal_bytes, state,
+error, last_error, updated_at, ...}` (the counts are the current run's; `last_error` is kept
+across runs: the latest failure, with its time and job id). `applied_lsn` is the commit end
+LSN of the last transaction whose writes MongoDB acknowledged (or an idle keepalive position):
+everything before it is in the collection. Unlike job statistics, a checkpoint write that
+fails stops the run: the server must never be told a position MongoDB does not hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -40,6 +43,12 @@ class FollowState:
         self._write(
             {"applied_lsn": lsn, "applied_lsn_int": Int64(lsn_int), "updated_at": _now(), **fields}
         )
+
+    def note(self, fields: dict[str, Any]) -> None:
+        """Statistics between checkpoints: a failed write loses only them (the next checkpoint
+        fails loudly if MongoDB is gone)."""
+        with contextlib.suppress(TargetError):
+            self._write({"updated_at": _now(), **fields})
 
     def finish(self, state: str, fields: dict[str, Any]) -> None:
         self._write({"state": state, "finished_at": _now(), **fields})

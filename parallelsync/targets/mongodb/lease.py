@@ -56,10 +56,17 @@ class Lease:
         self._thread: threading.Thread | None = None
         self.lost = False
 
-    def acquire(self, seconds: float = LEASE_SECONDS, *, resume: bool = False) -> int:
+    def acquire(
+        self, seconds: float = LEASE_SECONDS, *, resume: bool = False, take_dead: bool = False
+    ) -> int:
+        """`take_dead`: also take a live-looking lease whose owner on this host is dead (a
+        follow killed outright is restarted at once, not a lease's length later)."""
         now = dt.datetime.now(dt.UTC)
         if not resume:
-            return self.take(now, seconds, mine={"job_id": self.job_id})
+            dead = self.dead_owner(now) if take_dead else None
+            # Conditional on the dead owner's token: of two runs racing past the check, only
+            # the first takes it.
+            return self.take(now, seconds, mine=dead or {"job_id": self.job_id})
         # A resumed job reuses its job id: take the lease only as the dead owner left it (its
         # token), so of two resumes racing past the check only the first gets it.
         token = self.dead_owner_token(now)
@@ -100,6 +107,16 @@ class Lease:
             raise LockedError(f"could not take the lease for {self.namespace}")
         self.token = int(doc["token"])
         return self.token
+
+    def dead_owner(self, now: dt.datetime) -> dict[str, Any] | None:
+        """`{job_id, token}` of an unexpired lease whose owner process on this host is gone."""
+        held = self._coll.find_one({"_id": self.namespace})
+        if not held:
+            return None
+        host, _, pid = str(held.get("owner", "")).rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid)):
+            return None
+        return {"job_id": held.get("job_id"), "token": held.get("token")}
 
     def dead_owner_token(self, now: dt.datetime) -> int | None:
         """A resumed job reuses its job id: make sure the job's original coordinator is really

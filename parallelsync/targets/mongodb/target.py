@@ -73,10 +73,10 @@ class MongoTarget:
     def lease_lost(self) -> bool:
         return self._lease is not None and self._lease.lost
 
-    def lock(self, job_id: str, *, resume: bool) -> None:
+    def lock(self, job_id: str, *, resume: bool, take_dead: bool = False) -> None:
         lease = Lease(self.db[LOCK_COLLECTION], self.display, job_id)
         try:
-            lease.acquire(resume=resume)
+            lease.acquire(resume=resume, take_dead=take_dead)
         except PyMongoError as exc:
             raise TargetError(f"cannot take the target lease: {exc}") from None
         lease.start_heartbeat()

@@ -9,7 +9,7 @@ import pytest
 
 from parallelsync.cli.display import JsonDisplay, PlainDisplay, QuietDisplay, make_display
 from parallelsync.cli.output import print_phases
-from parallelsync.job.report import PHASES, Phases, Snapshot, WorkerLine
+from parallelsync.job.report import PHASES, FollowSnapshot, Phases, Snapshot, WorkerLine
 
 
 def snap(rows: int, estimated: int = 1000, elapsed: float = 2.0) -> Snapshot:
@@ -131,3 +131,34 @@ def test_the_phase_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert err[3].split() == ["swap", "0.25", "-", "-", "-", "(failed)"]
     assert err[5].strip() == "slowest ranges:"
     assert err[6].split() == ["range", "4", "750", "rows", "0.50", "s"]
+
+
+def test_follow_lines_and_events_carry_its_statistics() -> None:
+    follow = FollowSnapshot(
+        applied_lsn="0/1A2B", transactions=12, changes=3400, elapsed=2.0, server_lsn="0/1F00",
+        lag_bytes=2500, lag_seconds=0.75, retained_wal_bytes=3_000_000,
+    )  # fmt: skip
+    assert follow.changes_per_second == 1700.0
+    out = io.StringIO()
+    display = PlainDisplay(0, out, verbose=False)
+    display.phase("follow", "started", 0.0)
+    display.progress(follow)
+    display.phase("follow", "done", 2.0)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == (
+        "[follow] 12 transactions, 3.4k changes applied, 1.7k changes/s, at 0/1A2B, "
+        "lag 2.5 kB / 0.8 s, slot retains 3.0 MB, elapsed 0:00:02"
+    )
+    js = io.StringIO()
+    jd = JsonDisplay(0, js, verbose=False)
+    jd.phase("follow", "started", 0.0)
+    jd.progress(follow)
+    jd.phase("follow", "done", 2.0)
+    events = [json.loads(ln) for ln in js.getvalue().splitlines()]
+    progress = events[1]
+    assert progress["event"] == "progress" and progress["phase"] == "follow"
+    assert (progress["changes"], progress["changes_per_second"]) == (3400, 1700.0)
+    assert (progress["lag_bytes"], progress["lag_seconds"]) == (2500, 0.75)
+    assert (progress["server_lsn"], progress["retained_wal_bytes"]) == ("0/1F00", 3_000_000)
+    unmeasured = FollowSnapshot("0/1", 0, 0, 0.0)
+    assert unmeasured.changes_per_second == 0.0 and unmeasured.as_doc()["lag_bytes"] is None
