@@ -177,11 +177,12 @@ def _scratch_kernel() -> tuple[object, Callable[[int, int], bytes]]:
     k = kernel.Kernel(ops, slots, 4, False, "clamp", 16 * 1024 * 1024, False)
 
     def batch(first: int, rows: int) -> bytes:
-        return h.stream(
-            [[h.p_int4(i), h.p_text("x" * (i % 50)), h.p_jsonb(f'{{"k": {i}, "v": [1, "a"]}}'),
-              h.p_uuid(uuid.UUID(int=i * 7))] for i in range(first, first + rows)],  # fmt: skip
-            header=False,
-        )
+        fields = [
+            [h.p_int4(i), h.p_text("x" * (i % 50)), h.p_jsonb(f'{{"k": {i}, "v": [1, "a"]}}'),
+             h.p_uuid(uuid.UUID(int=i * 7))]
+            for i in range(first, first + rows)
+        ]  # fmt: skip
+        return h.stream(fields, header=False)
 
     return k, batch
 
@@ -195,8 +196,15 @@ def _docs(k: object, data: bytes) -> list[dict[str, object]]:
 
 
 def _expected(first: int, rows: int) -> list[dict[str, object]]:
-    return [{"_id": i, "t": "x" * (i % 50), "j": {"k": i, "v": [1, "a"]}, "s": str(uuid.UUID(int=i * 7))}
-            for i in range(first, first + rows)]  # fmt: skip
+    return [
+        {
+            "_id": i,
+            "t": "x" * (i % 50),
+            "j": {"k": i, "v": [1, "a"]},
+            "s": str(uuid.UUID(int=7 * i)),
+        }
+        for i in range(first, first + rows)
+    ]
 
 
 def test_scratch_buffers_reused_across_batches_of_every_size() -> None:
