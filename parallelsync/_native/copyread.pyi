@@ -6,4 +6,6 @@ def read_batch(
     max_messages: int,
     max_bytes: int,
     timeout_ms: int = -1,
+    low_water: int = 0,
+    low_water_ms: int = 2,
 ) -> tuple[bytearray, int, int]: ...

@@ -96,3 +96,39 @@ def test_tiny_copies(pg_conn: psycopg.Connection[Any], rows: int) -> None:
     buf, _messages, status = copyreader.read_batch(pgconn, 10_000, 1 << 23)
     assert (bytes(buf), status) == (expected, copyreader.COPY_DONE)
     assert finish(pgconn) == [pq.ExecStatus.COMMAND_OK]
+
+
+def _low_water_of(pgconn: Any) -> int:
+    import os
+    import socket
+
+    with socket.socket(fileno=os.dup(pgconn.socket)) as sock:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+
+def test_rows_before_a_pause_arrive_without_waiting_for_the_low_water_mark(
+    pg_conn: psycopg.Connection[Any],
+) -> None:
+    # The server is silent at first (the loop is already waiting when rows come), then sends
+    # ~16 KiB of rows (its 8 KiB sends before row 400: below the loop's 64 KiB low-water mark)
+    # and sleeps again: those rows must come back by the WAITING return after 1 s of silence,
+    # not be held until more bytes pile up behind them.
+    assert copyreader.LOW_WATER > 24 * 1024
+    query = (
+        b"COPY (SELECT i, md5(i::text), CASE WHEN i = 1 THEN pg_sleep(0.3) "
+        b"WHEN i = 400 THEN pg_sleep(2) END "
+        b"FROM generate_series(1, 800) AS i) TO STDOUT (FORMAT BINARY)"
+    )
+    pgconn = start_copy(pg_conn, query)
+    _buf, messages, status = copyreader.read_batch(pgconn, 10_000, 1 << 20, 1000)
+    assert status == copyreader.WAITING
+    assert messages >= 200  # what the server sent before its second pause
+    assert _low_water_of(pgconn) == 1  # psycopg's own waits wake for any byte again
+    total = messages
+    while status != copyreader.COPY_DONE:
+        _buf, messages, status = copyreader.read_batch(pgconn, 10_000, 1 << 20, 1000)
+        total += messages
+    assert total == 801  # the rows and the trailer
+    assert finish(pgconn) == [pq.ExecStatus.COMMAND_OK]
+    assert _low_water_of(pgconn) == 1
+    assert pg_conn.execute("SELECT 42").fetchone() == (42,)

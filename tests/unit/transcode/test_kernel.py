@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import random
 import struct
+import uuid
 from collections.abc import Callable
 
 import bson
@@ -163,3 +164,81 @@ def test_jsonb_mutations_match_the_reference(seed: int, json_keys: str) -> None:
         data = h.stream([[h.p_int4(i), b"\x01" + bytes(text)]])
         with contextlib.suppress(EncodeError):
             encode_both(layout, data)  # asserts equal bytes, or the same error
+
+
+def _scratch_kernel() -> tuple[object, Callable[[int, int], bytes]]:
+    """A kernel with native columns, a C cell (jsonb) and a Python cell (uuid as a string)."""
+    ops = [("int4", 0, b"_id\x00", -1), ("text", 1, b"t\x00", -1),
+           ("preencoded", 2, b"j\x00", 0), ("preencoded", 3, b"s\x00", 1)]  # fmt: skip
+    slots = [
+        (2, value_encoder(Codec("jsonb"), EncodeOptions()), "jsonb"),
+        (3, value_encoder(Codec("uuid", mode="string"), EncodeOptions()), ""),
+    ]
+    k = kernel.Kernel(ops, slots, 4, False, "clamp", 16 * 1024 * 1024, False)
+
+    def batch(first: int, rows: int) -> bytes:
+        fields = [
+            [h.p_int4(i), h.p_text("x" * (i % 50)), h.p_jsonb(f'{{"k": {i}, "v": [1, "a"]}}'),
+             h.p_uuid(uuid.UUID(int=i * 7))]
+            for i in range(first, first + rows)
+        ]  # fmt: skip
+        return h.stream(fields, header=False)
+
+    return k, batch
+
+
+def _docs(k: object, data: bytes) -> list[dict[str, object]]:
+    out, offsets, rows, _end, _finished, err, _row = k.encode(data)  # type: ignore[attr-defined]
+    assert err == kernel.ERR_NONE
+    bounds = offsets.tolist()
+    assert len(bounds) == rows + 1
+    return [bson.decode(out[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _expected(first: int, rows: int) -> list[dict[str, object]]:
+    return [
+        {
+            "_id": i,
+            "t": "x" * (i % 50),
+            "j": {"k": i, "v": [1, "a"]},
+            "s": str(uuid.UUID(int=7 * i)),
+        }
+        for i in range(first, first + rows)
+    ]
+
+
+def test_scratch_buffers_reused_across_batches_of_every_size() -> None:
+    # The kernel keeps its working arrays between batches: a small batch after a large one
+    # (stale entries beyond its rows), a large one after a small one (regrown), and a failed
+    # batch in between (left mid-way) must all give exactly their own documents.
+    k, batch = _scratch_kernel()
+    for first, rows in [(0, 3000), (5, 2), (100, 1), (0, 6000), (7, 40)]:
+        assert _docs(k, batch(first, rows)) == _expected(first, rows)
+    broken = batch(0, 10)[:-3]  # the last tuple cut short
+    assert k.encode(broken)[5] == kernel.ERR_FRAMING  # type: ignore[attr-defined]
+    assert _docs(k, batch(9, 500)) == _expected(9, 500)
+
+
+def test_one_kernel_encodes_in_two_threads_at_once() -> None:
+    # The GIL is released while a batch is walked and assembled, so two threads sharing one
+    # Kernel really overlap: the second must not write into the first one's scratch buffers.
+    import threading
+
+    k, batch = _scratch_kernel()
+    inputs = [(t * 10_000, 2000 + 500 * t) for t in range(2)]
+    datas = [batch(first, rows) for first, rows in inputs]
+    wrong: list[int] = []
+    start = threading.Barrier(2)
+
+    def run(t: int) -> None:
+        start.wait()
+        for _ in range(30):
+            if _docs(k, datas[t]) != _expected(*inputs[t]):
+                wrong.append(t)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert wrong == []
