@@ -119,7 +119,7 @@ def _why_not_creatable(conn: psycopg.Connection[Any], rels: list[Relation]) -> s
     return f"the role {role} lacks {' and '.join(missing)}"
 
 
-def _check_covers(
+def check_covers(
     conn: psycopg.Connection[Any],
     name: str,
     table: TableInfo,
@@ -217,7 +217,7 @@ def plan_publication(
     name = publication or slot
     exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
     if exists is not None:
-        _check_covers(conn, name, table, rels, key)
+        check_covers(conn, name, table, rels, key)
         return PublicationPlan(name, False, only, relids)
     if publication:
         raise SourceError(

@@ -27,6 +27,7 @@ from parallelsync.cdc.apply import Applier, check_columns, columns_of
 from parallelsync.cdc.decode import decode
 from parallelsync.cdc.documents import RowEncoder, check_followable
 from parallelsync.cdc.peek import flush_position
+from parallelsync.cdc.publication import check_covers, relations
 from parallelsync.cdc.slots import list_slots
 from parallelsync.cdc.stream import (
     BINARY_SINCE,
@@ -115,7 +116,7 @@ def _preflight(cfg: CopyConfig) -> Prepared:
         proj = _projection(cfg, table)
         _check_identity(conn, table, proj)
         confirmed = _check_slot(conn, cfg.slot)
-        _check_publication(conn, publication, table)
+        _check_publication(conn, publication, table, tuple(_id_columns(proj)))
         end = parse_lsn(flush_position(conn) or "0/0") if cfg.stop_at_end else None
     return Prepared(table, proj, publication, confirmed, end)
 
@@ -185,25 +186,19 @@ def _check_slot(conn: psycopg.Connection[Any], slot: str) -> int:
     return parse_lsn(info.confirmed_flush_lsn or "0/0")
 
 
-def _check_publication(conn: psycopg.Connection[Any], name: str, table: TableInfo) -> None:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %s), "
-        "EXISTS (SELECT 1 FROM pg_publication_tables "
-        "        WHERE pubname = %s AND schemaname = %s AND tablename = %s)",
-        (name, name, table.schema, table.name),
-    ).fetchone()
-    exists, has_table = (bool(row[0]), bool(row[1])) if row else (False, False)
-    if not exists:
+def _check_publication(
+    conn: psycopg.Connection[Any], name: str, table: TableInfo, key: tuple[str, ...]
+) -> None:
+    """The publication must exist and send every change of the table, as for a copy's
+    (cdc/publication.py): a row filter or a missing operation would drop changes unseen."""
+    row = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+    if row is None:
         raise SourceError(
             f"publication {name!r} does not exist: `copy --slot` creates it under the slot's "
             "name (for a table with a primary key, when the role may create publications); "
             "name an existing one with --publication"
         )
-    if not has_table:
-        raise SourceError(
-            f"publication {name!r} does not publish {table.display}: ALTER PUBLICATION {name} "
-            f"ADD TABLE {table.display}, or name another with --publication"
-        )
+    check_covers(conn, name, table, relations(conn, table, only=True), key)
 
 
 class _Stop:

@@ -186,6 +186,15 @@ def test_bad_follow_inputs_are_refused_clearly(
     pg_conn.execute("SELECT pg_create_logical_replication_slot('fol_d', 'pgoutput')")
     nopub = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_d", "--stop-at-end")
     assert nopub.rc == 3 and "publication 'fol_d' does not exist" in nopub.stderr
+    # The same checks as a copy's publication: one that drops deletes would lose changes unseen.
+    pg_conn.execute("CREATE PUBLICATION fol_d FOR TABLE orders WITH (publish = 'insert, update')")
+    partial = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_d", "--stop-at-end")
+    assert partial.rc == 3, partial.stderr
+    assert "publication 'fol_d' does not publish delete, truncate" in partial.stderr
+    pg_conn.execute("ALTER PUBLICATION fol_d SET (publish = 'insert, update, delete, truncate')")
+    pg_conn.execute("ALTER PUBLICATION fol_d DROP TABLE orders")
+    elsewhere = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_d", "--stop-at-end")
+    assert elsewhere.rc == 3 and "does not publish public.orders" in elsewhere.stderr
     assert "orders" not in mongo_db.list_collection_names()
 
 
