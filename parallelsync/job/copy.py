@@ -193,7 +193,7 @@ class CopyJob:
                 target.sink_spec(run.temp), cfg.batch_rows, cfg.batch_bytes,
                 checksum=cfg.verify == "checksum", oversize=cfg.oversize,
                 lock_timeout=cfg.lock_timeout_seconds, table=prepared.table.display,
-                table_oid=prepared.table.oid,
+                table_oid=prepared.table.oid, log_format=cfg.log_format,
             )  # fmt: skip
             progress = Progress(estimated, self.reporter, ranges=len(states))
             hooks.fire("before_workers", source=cfg.source, table=prepared.table.display,

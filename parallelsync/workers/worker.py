@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from parallelsync import logs
 from parallelsync.errors import InternalError, ParallelSyncError, SourceLockTimeout
 from parallelsync.source import copystream, readloop
 from parallelsync.source.connect import classify, connect
@@ -63,6 +64,7 @@ class WorkerSetup:
     table: str = ""  # schema.table, for messages
     table_oid: int = 0  # to find who holds or waits for a lock on it
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_S
+    log_format: str = "text"  # --log-format: the worker's own warnings (logs.py)
 
 
 def internal_error(exc: BaseException, where: str) -> InternalError:
@@ -76,6 +78,7 @@ def worker_main(
     """Entry point of a worker process (it creates all its clients itself)."""
     # The coordinator handles Ctrl-C for the whole job and stops workers itself (SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logs.configure(setup.log_format)
     lifeline.bind_to_coordinator(lifeline_r)
     lifeline.stop_on_sigterm()
     # Stopping: the range in hand has waited for its insert in flight (copy_range).
