@@ -58,6 +58,14 @@ def _distributed() -> Any:
     return distributed
 
 
+def quiet_dask() -> None:
+    """Dask's own log lines (connections, a lost worker, the tracebacks of a lost scheduler's
+    reconnect) would drown the job's messages, which say what happened and what to do."""
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]
+    for name in ["distributed", *names]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 # How long to wait for the scheduler to answer, and for a first worker to join it.
 CONNECT_S = 30.0
 WORKERS_S = 60.0
@@ -123,11 +131,9 @@ class DaskPool:
         versions, before the job takes its lease: a cluster that cannot run it fails fast."""
         if self.client is not None:
             return
-        # Dask's own INFO/WARNING lines (connections, a lost worker) would drown the job's
-        # messages; what matters is reported by the job itself.
-        logging.getLogger("distributed").setLevel(logging.ERROR)
         where = self.address or "a local Dask cluster"
         distributed = _distributed()
+        quiet_dask()
         try:
             if self.address is None:
                 self.cluster = distributed.LocalCluster(

@@ -202,7 +202,7 @@ def test_a_dask_worker_killed_mid_range_is_retried_under_the_same_snapshot(
             return job if len(left) == 1 else None
 
         job = wait_for(all_but_one_done, "every range but the held one", proc=cli)
-        held = next(r["range"] for r in job["ranges"] if r["status"] != "DONE")
+        held = next(r["id"] for r in job["ranges"] if r["status"] != "DONE")
         key = f"parallelsync-{job['_id']}-range-{held}-attempt-1"
         where = wait_for(
             lambda: [a for a, keys in client.processing().items() if key in keys],
@@ -226,7 +226,7 @@ def test_a_dask_worker_killed_mid_range_is_retried_under_the_same_snapshot(
         holder.execute("SELECT pg_advisory_unlock(%s)", (RANGE_LOCK,))
     run = cli.wait()
     done = finished_job(mongo_db, run)
-    attempts = {r["range"]: r["attempts"] for r in done["ranges"]}
+    attempts = {r["id"]: r["attempts"] for r in done["ranges"]}
     assert attempts[held] == 2 and all(a == 1 for r, a in attempts.items() if r != held)
     rows = pg_conn.execute("SELECT id, name, qty FROM items ORDER BY id").fetchall()
     docs = [(d["_id"], d["name"], d["qty"]) for d in mongo_db.items.find({}, {"price": 0})]
