@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -38,6 +38,14 @@ from tests.integration.test_faults import (
     seed_target,
     wait_for,
 )
+from tests.integration.test_secrets import (
+    assert_nowhere,
+    mongo_user,  # noqa: F401 (a fixture)
+    pg_database,
+    role,  # noqa: F401 (a fixture)
+    uri_encoded,
+)
+from tests.servers import PgServer
 
 distributed = pytest.importorskip("distributed")
 
@@ -281,6 +289,38 @@ def test_the_scheduler_lost_mid_copy_fails_cleanly_and_a_new_copy_finishes(
     rows = pg_conn.execute("SELECT id, name, qty FROM items ORDER BY id").fetchall()
     docs = [(d["_id"], d["name"], d["qty"]) for d in mongo_db.items.find({}, {"price": 0})]
     assert sorted(docs) == [tuple(r) for r in rows]
+
+
+# ---------------------------------------------------------------- secrets
+def test_the_passwords_that_travel_to_the_workers_are_shown_nowhere(
+    cluster: Any,
+    client: Any,
+    pg_cluster: PgServer,
+    pg_dsn: str,
+    role: Callable[[str], None],  # noqa: F811
+    mongo_user: Callable[..., str],  # noqa: F811
+    mongo_db: Database[Any],
+) -> None:
+    """Each task carries the DSN and the URI to its worker: neither the job's output, nor its
+    job document, nor the cluster's logs and events show them."""
+    password, mongo_password = "pw@Secret-dask1", "m0ngo-Secret-dask2"
+    role(password)
+    source = uri_encoded(pg_cluster, pg_database(pg_dsn), password)
+    target = mongo_user(mongo_password)
+    run = run_cli(
+        *copy_args(source, "src", target, mongo_db.name, "--workers", "2", "--json", "--debug",
+                   *dask_args(cluster))
+    )  # fmt: skip
+    assert run.rc == 0, run.stderr
+    assert mongo_db.src.count_documents({}) == 30
+    job = mongo_db.parallelsync_jobs.find_one({"_id": run.json["job_id"]})
+    assert job is not None and job["status"] == "FINISHED"
+    logs = [str(client.get_scheduler_logs()), str(client.get_worker_logs())]
+    events = str(client.get_events())
+    assert "started" in events  # the job's events are there, and were looked at
+    for text in [run.stdout, run.stderr, str(job), *logs, events]:
+        assert_nowhere(text, password)
+        assert_nowhere(text, mongo_password)
 
 
 # ---------------------------------------------------------------- versions
