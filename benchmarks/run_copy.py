@@ -12,6 +12,7 @@ benchmarks/results/<name>.json with every sample.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -85,6 +86,10 @@ class Env:
                 n_workers=workers, threads_per_worker=1, processes=True,
                 dashboard_address=None, silence_logs=logging.ERROR,
             )  # fmt: skip
+            # A standing cluster has run a job before: its workers have imported the task's code
+            # (numpy, psycopg, pymongo, the transcoder), which a first job pays once per process.
+            with distributed.Client(self.clusters[workers]) as client:
+                client.run(importlib.import_module, "parallelsync.workers.dask_task")
         return str(self.clusters[workers].scheduler_address)
 
     def close(self) -> None:

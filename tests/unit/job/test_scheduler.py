@@ -18,10 +18,10 @@ from parallelsync.errors import (
     Aborted,
     EncodeError,
     ParallelSyncError,
+    SnapshotMismatch,
     SourceConnectionLost,
     SourceError,
     TargetUnavailable,
-    SnapshotMismatch,
     WorkerDied,
 )
 from parallelsync.job.schedule import BACKOFF_MAX_S, Scheduler, backoff
