@@ -323,6 +323,22 @@ def test_the_passwords_that_travel_to_the_workers_are_shown_nowhere(
         assert_nowhere(text, mongo_password)
 
 
+# ---------------------------------------------------------------- a cluster of its own
+def test_without_a_scheduler_the_copy_runs_on_a_local_cluster_of_its_own(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    make_table(pg_conn, 2000)
+    run = run_cli(
+        *copy_args(pg_dsn, "items", mongo_uri, mongo_db.name, "--workers", "2", "--json",
+                   "--executor", "dask")
+    )  # fmt: skip
+    finished_job(mongo_db, run)
+    assert "started a local Dask cluster of 2 worker processes at tcp://127.0.0.1:" in run.stderr
+    rows = pg_conn.execute("SELECT id, name, qty FROM items ORDER BY id").fetchall()
+    docs = [(d["_id"], d["name"], d["qty"]) for d in mongo_db.items.find({}, {"price": 0})]
+    assert sorted(docs) == [tuple(r) for r in rows]
+
+
 # ---------------------------------------------------------------- versions
 def test_a_worker_with_another_transcoder_is_refused_before_the_job_starts(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]

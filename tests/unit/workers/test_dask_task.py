@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
+
 from parallelsync import __version__
+from parallelsync.errors import ExecutorMismatch
 from parallelsync.targets.base import SinkSpec
 from parallelsync.transcode import impl
 from parallelsync.transcode.model import Layout
@@ -37,3 +43,26 @@ def test_the_sealed_setup_shows_no_connection_string() -> None:
     shown = repr(Sealed(SETUP)) + str(Sealed(SETUP))
     assert shown == "<parallelsync setup of job job1>" * 2
     assert "s3cr3t" not in repr((Sealed(SETUP),)) and "m0ng0" not in repr([Sealed(SETUP)])
+
+
+def test_dask_is_imported_only_for_the_dask_executor() -> None:
+    """The optional extra: the command line and the copy job load without it."""
+    code = (
+        "import sys, parallelsync.cli.main, parallelsync.job.copy, parallelsync.job.verify; "
+        "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from parallelsync.workers.dask_pool import DaskPool
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    with pytest.raises(ExecutorMismatch) as info:
+        DaskPool("tcp://a:8786", 2).prestart()
+    assert str(info.value).startswith(
+        "--executor dask needs the dask and distributed packages: pip install "
+        "'parallelsync[dask]' on the coordinator and on every worker host"
+    )
+    assert info.value.exit_code == 2
