@@ -84,7 +84,7 @@ class Env:
 
             self.clusters[workers] = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR,
+                dashboard_address=":0", silence_logs=logging.ERROR,
             )  # fmt: skip
             # A standing cluster has run a job before: its workers have imported the task's code
             # (numpy, psycopg, pymongo, the transcoder), which a first job pays once per process.

@@ -138,7 +138,7 @@ class DaskPool:
             if self.address is None:
                 self.cluster = distributed.LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR,
+                    dashboard_address=":0", silence_logs=logging.ERROR,
                 )  # fmt: skip
                 self.log(
                     f"started a local Dask cluster of {self.workers} worker processes at "
