@@ -46,7 +46,7 @@ from parallelsync.job.resume import (
     fingerprint,
     start_resume,
 )
-from parallelsync.job.schedule import Scheduler
+from parallelsync.job.schedule import JobPool, Scheduler
 from parallelsync.job.state import AbortFlag, RangeState, Result, interrupt, new_job_id
 from parallelsync.redact import scrub_known
 from parallelsync.source import readloop
@@ -106,8 +106,17 @@ class Run:
     swapping: bool = False  # the swap was started: a failure from here on may have replaced it
 
 
+def make_pool(cfg: CopyConfig, log: Callable[[str], None]) -> JobPool:
+    """The local worker processes, or a Dask cluster (imported only then: an optional extra)."""
+    if cfg.executor != "dask":
+        return WorkerPool()
+    from parallelsync.workers.dask_pool import DaskPool
+
+    return DaskPool(cfg.scheduler, cfg.workers, log)
+
+
 def run_workers(
-    pool: WorkerPool,
+    pool: JobPool,
     setup: WorkerSetup,
     states: list[RangeState],
     cfg: CopyConfig,
@@ -152,7 +161,7 @@ class CopyJob:
         self.reporter = reporter or LineReporter()
         self.phases = Phases(self.reporter)
         self.abort = AbortFlag()
-        self.pool = WorkerPool()
+        self.pool = make_pool(cfg, self.log)
         self.started = time.monotonic()
         self.job_id = new_job_id()
 

@@ -17,6 +17,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +167,10 @@ def lock_timeout_error(conn: psycopg.Connection[Any], setup: WorkerSetup) -> Sou
     )
 
 
+class Stopped(Exception):
+    """A range given up by `copy_range`'s `stop`: nobody waits for its result any more."""
+
+
 def warm_up() -> None:
     """The transcoder's start-up check, errors ignored: for the fork server's preload, whose
     workers run it again in serve() and report what fails."""
@@ -183,7 +188,11 @@ def copy_range(
     results: Any,
     digest: Digest | None = None,
     loop: readloop.ReadLoop | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[int, int]:
+    """Copy one range into the sink; `stop` (a Dask task's: its future was cancelled, or its
+    worker lost the scheduler) is asked before each batch and ends the range with `Stopped`."""
+
     def report(rows: int, nbytes: int) -> None:
         results.put(Progress(wid, task.range_id, rows, nbytes))
 
@@ -195,6 +204,8 @@ def copy_range(
     )
     try:
         for buf, start in reader:
+            if stop is not None and stop():
+                raise Stopped("the range was cancelled")
             batch = encoder.encode(buf, start)
             if batch.rows:
                 if digest is not None:
