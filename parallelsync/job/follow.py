@@ -26,6 +26,7 @@ import psycopg
 from parallelsync.cdc.apply import Applier, check_columns, columns_of
 from parallelsync.cdc.decode import decode
 from parallelsync.cdc.documents import RowEncoder, check_followable
+from parallelsync.cdc.late_publication import create_late_publication
 from parallelsync.cdc.peek import flush_position
 from parallelsync.cdc.publication import check_covers, relations
 from parallelsync.cdc.slots import list_slots
@@ -116,7 +117,10 @@ def _preflight(cfg: CopyConfig) -> Prepared:
         proj = _projection(cfg, table)
         _check_identity(conn, table, proj)
         confirmed = _check_slot(conn, cfg.slot)
-        _check_publication(conn, publication, table, tuple(_id_columns(proj)))
+        key = tuple(_id_columns(proj))
+        made_at = _check_publication(cfg.source, conn, publication, cfg.slot, table, key)
+        if made_at is not None:  # the slot was advanced to the new publication's creation
+            confirmed = max(confirmed, parse_lsn(made_at))
         end = parse_lsn(flush_position(conn) or "0/0") if cfg.stop_at_end else None
     return Prepared(table, proj, publication, confirmed, end)
 
@@ -187,18 +191,21 @@ def _check_slot(conn: psycopg.Connection[Any], slot: str) -> int:
 
 
 def _check_publication(
-    conn: psycopg.Connection[Any], name: str, table: TableInfo, key: tuple[str, ...]
-) -> None:
-    """The publication must exist and send every change of the table, as for a copy's
-    (cdc/publication.py): a row filter or a missing operation would drop changes unseen."""
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    name: str,
+    slot: str,
+    table: TableInfo,
+    key: tuple[str, ...],
+) -> str | None:
+    """The publication must send every change of the table, as for a copy's
+    (cdc/publication.py): a row filter or a missing operation would drop changes unseen. A
+    missing one is created only when the slot holds no change of the table it would miss
+    (cdc/late_publication.py)."""
     row = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
-    if row is None:
-        raise SourceError(
-            f"publication {name!r} does not exist: `copy --slot` creates it under the slot's "
-            "name (for a table with a primary key, when the role may create publications); "
-            "name an existing one with --publication"
-        )
+    made_at = None if row is not None else create_late_publication(dsn, name, slot, table, key)
     check_covers(conn, name, table, relations(conn, table, only=True), key)
+    return made_at
 
 
 class _Stop:

@@ -184,8 +184,9 @@ def test_bad_follow_inputs_are_refused_clearly(
     both = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_none", "--stop-at-end", "--idle-exit", "5")
     assert both.rc == 2 and "exclude each other" in both.stderr
     pg_conn.execute("SELECT pg_create_logical_replication_slot('fol_d', 'pgoutput')")
+    pg_conn.execute("UPDATE orders SET qty = 0 WHERE id = 1")  # a publication made now misses it
     nopub = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_d", "--stop-at-end")
-    assert nopub.rc == 3 and "publication 'fol_d' does not exist" in nopub.stderr
+    assert nopub.rc == 3 and "publication 'fol_d' does not exist, and follow" in nopub.stderr
     # The same checks as a copy's publication: one that drops deletes would lose changes unseen.
     pg_conn.execute("CREATE PUBLICATION fol_d FOR TABLE orders WITH (publish = 'insert, update')")
     partial = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_d", "--stop-at-end")
