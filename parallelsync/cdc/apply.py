@@ -6,7 +6,9 @@ column is never written); a key change -> delete the old `_id`, insert the new d
 delete -> delete by `_id`; truncate -> delete every document. Changes of other tables are
 ignored. A Relation message for the table that differs from the table the run started with
 (a column added, dropped, renamed or retyped) stops the run before any change after it is
-written.
+written, unless the mapping leaves the difference out of every document (`ShapeRule`: a column
+added that `[mapping] include` with `new_columns = "ignore"` does not name, or one dropped or
+retyped that no document is made from); values are then found by column name.
 
 Writes are flushed in chunks (`CHUNK_OPS`, `CHUNK_BYTES`), so a huge transaction does not sit
 in memory; the checkpoint is only taken after the Commit (job/follow.py). A run that stops
@@ -83,6 +85,7 @@ class Applier:
     checkpoint: int  # transactions committed before this position are already applied
     # The columns (name, type oid) the documents are made from; default: the table's.
     shape: list[tuple[str, int]] | None = None
+    rule: ShapeRule | None = None  # None: any difference from `shape` stops
     totals: Totals = field(default_factory=Totals)
     _txn: _Txn | None = None
     _ops: list[Op] = field(default_factory=list)
@@ -103,7 +106,9 @@ class Applier:
             return None
         if isinstance(msg, Relation):
             if msg.relid == self.table.oid:
-                check_relation(self.table, msg, self.shape or columns_of(self.table))
+                check_relation(self.table, msg, self.shape or columns_of(self.table), self.rule)
+                # The row values that follow are in this message's column order.
+                self.encoder.remap([c.name for c in msg.columns])
             return None
         if isinstance(msg, Commit):
             txn, self._txn = self._txn, None
@@ -223,17 +228,44 @@ def columns_of(table: TableInfo) -> list[tuple[str, int]]:
     return [(c.name, c.type_oid) for c in table.columns]
 
 
+@dataclass(frozen=True)
+class ShapeRule:
+    """Which differences from the documents' columns a fresh copy would not see either.
+
+    `used`: the columns the documents are made from; `mentioned`: every column the mapping or
+    --key names (a fresh copy refuses when one is gone); `ignores_new`: `[mapping] include` with
+    `new_columns = "ignore"`, so a fresh copy leaves a column the mapping does not name out."""
+
+    used: frozenset[str] = frozenset()
+    mentioned: frozenset[str] = frozenset()
+    ignores_new: bool = False
+
+    def harmful(self, added: list[str], dropped: list[str], retyped: list[str]) -> bool:
+        if any(n in self.mentioned or not self.ignores_new for n in added):
+            return True
+        return any(n in self.used or n in self.mentioned for n in (*dropped, *retyped))
+
+
 def check_columns(
-    table: TableInfo, have: list[tuple[str, int]], want: list[tuple[str, int]], where: str
+    table: TableInfo,
+    have: list[tuple[str, int]],
+    want: list[tuple[str, int]],
+    where: str,
+    rule: ShapeRule | None = None,
 ) -> None:
-    """`have` (the stream's, or the table's now) must be the shape follow applies (`want`)."""
+    """`have` (the stream's, or the table's now) must be the shape follow applies (`want`),
+    but for differences the rule says leave every document as a fresh copy writes it."""
     if have == want:
         return
     hd, wd = dict(have), dict(want)
+    added = [n for n, _ in have if n not in wd]
+    dropped = [n for n, _ in want if n not in hd]
+    retyped = [n for n, t in have if n in wd and wd[n] != t]
+    if rule is not None and not rule.harmful(added, dropped, retyped):
+        return  # columns are found by name: another order or an ignored column is harmless
     parts = [f"{what}: {', '.join(names)}" for what, names in (
-        ("only in " + where, [n for n, _ in have if n not in wd]),
-        ("missing in " + where, [n for n, _ in want if n not in hd]),
-        ("another type in " + where, [n for n, t in have if n in wd and wd[n] != t]),
+        ("only in " + where, added), ("missing in " + where, dropped),
+        ("another type in " + where, retyped),
     ) if names]  # fmt: skip
     detail = "; ".join(parts) or f"columns in another order in {where}"
     raise SchemaChanged(
@@ -243,8 +275,11 @@ def check_columns(
     )
 
 
-def check_relation(table: TableInfo, rel: Relation, want: list[tuple[str, int]]) -> None:
-    check_columns(table, [(c.name, c.type_oid) for c in rel.columns], want, "the change stream")
+def check_relation(
+    table: TableInfo, rel: Relation, want: list[tuple[str, int]], rule: ShapeRule | None = None
+) -> None:
+    have = [(c.name, c.type_oid) for c in rel.columns]
+    check_columns(table, have, want, "the change stream", rule)
 
 
 def _target_error(exc: PyMongoError) -> TargetError:

@@ -101,16 +101,20 @@ class RowEncoder:
 
     def __init__(self, proj: Projection, columns: Sequence[str]) -> None:
         check_followable(proj)
-        index = {name: i for i, name in enumerate(columns)}
         self.names = [c.name for c in proj.sources if c is not None]
-        missing = [n for n in self.names if n not in index]
-        if missing:
-            raise UsageError(f"the change stream has no column(s) {', '.join(missing)}")
-        self._src = [index[n] for n in self.names]
+        self.remap(columns)
         self.layout = proj.layout
         self._docs = DocumentEncoder(proj.layout)
         id_layout = Layout((proj.layout.nodes[0],), proj.layout.ncolumns, proj.layout.options)
         self._ids = DocumentEncoder(id_layout)
+
+    def remap(self, columns: Sequence[str]) -> None:
+        """The stream's rows now have these columns, in this order (a Relation message)."""
+        index = {name: i for i, name in enumerate(columns)}
+        missing = [n for n in self.names if n not in index]
+        if missing:
+            raise UsageError(f"the change stream has no column(s) {', '.join(missing)}")
+        self._src = [index[n] for n in self.names]
 
     def copy_tuple(self, row: Sequence[Value]) -> bytes:
         parts = [_I16(len(self._src))]

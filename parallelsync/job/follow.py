@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from parallelsync.cdc.apply import Applier, check_columns, columns_of
+from parallelsync.cdc.apply import Applier, ShapeRule, check_columns, columns_of
 from parallelsync.cdc.decode import decode
 from parallelsync.cdc.documents import RowEncoder, check_followable
 from parallelsync.cdc.late_publication import create_late_publication
@@ -300,7 +300,10 @@ def _follow(
         application_name=f"parallelsync follow {cfg.slot}",
     )
     encoder = RowEncoder(prepared.projection, [c.name for c in table.columns])
-    applier = Applier(table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape)
+    rule = _shape_rule(cfg, prepared.projection)
+    applier = Applier(
+        table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape, rule=rule
+    )
     monitor = FollowMonitor(
         cfg.source, cfg.slot, int(cfg.max_retained_wal_mb * 1e6), reporter.warning
     )
@@ -328,7 +331,7 @@ def _follow(
     try:
         # A change of the table between two runs shows in the catalog even when no change of
         # the new shape is in the stream yet.
-        check_columns(table, columns_of(table), shape, "the table now")
+        check_columns(table, columns_of(table), shape, "the table now", rule)
         stream.open(start)
         monitor.poll(force=True)
         reporter.warning(
@@ -410,6 +413,16 @@ def _follow(
     reporter.warning(
         f"follow {result.status.lower()}: {result.reason}; {result.transactions} transactions, "
         f"{result.changes} changes applied, at {result.applied_lsn}"
+    )
+
+
+def _shape_rule(cfg: CopyConfig, proj: Projection) -> ShapeRule:
+    """The column changes a fresh copy with this mapping would not write either."""
+    m = cfg.mapping
+    return ShapeRule(
+        used=frozenset(c.name for c in proj.sources if c is not None),
+        mentioned=frozenset(m.mentioned() | set(cfg.key or ())),
+        ignores_new=m.include is not None and m.new_columns == "ignore",
     )
 
 
