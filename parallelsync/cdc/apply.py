@@ -39,6 +39,8 @@ from parallelsync.cdc.decode import (
     Update,
 )
 from parallelsync.cdc.documents import RowEncoder, elements
+from parallelsync.cdc.follow_changed import ChangedRowJobs
+from parallelsync.cdc.stream import format_lsn
 from parallelsync.errors import SourceError, TargetError, TargetUnavailable
 from parallelsync.source.catalog import TableInfo
 from parallelsync.transcode.bson_writer import frame_document
@@ -86,6 +88,7 @@ class Applier:
     # The columns (name, type oid) the documents are made from; default: the table's.
     shape: list[tuple[str, int]] | None = None
     rule: ShapeRule | None = None  # None: any difference from `shape` stops
+    jobs: ChangedRowJobs | None = None  # --changed-rows-collection
     totals: Totals = field(default_factory=Totals)
     _txn: _Txn | None = None
     _ops: list[Op] = field(default_factory=list)
@@ -115,6 +118,8 @@ class Applier:
             if txn is None or txn.skip or msg.end_lsn <= self.checkpoint:
                 self.totals.skipped += 1
                 self._ops, self._bytes = [], 0
+                if self.jobs is not None:
+                    self.jobs.discard()
                 return None
             if txn.changes == 0:  # nothing of the table: its end is an idle position
                 return None
@@ -136,11 +141,27 @@ class Applier:
             txn.changes += 1
             self.totals.truncates += 1
             self._add(DeleteMany({}), 0)
-        if len(self._ops) >= CHUNK_OPS or self._bytes >= CHUNK_BYTES:
+            if self.jobs is not None:
+                self.jobs.add(format_lsn(txn.begin.final_lsn), None)
+        pending = len(self._ops) + (self.jobs.pending if self.jobs is not None else 0)
+        if pending >= CHUNK_OPS or self._bytes >= CHUNK_BYTES:
             self._flush()
         return None
 
+    def _job(self, msg: Insert | Update | Delete) -> None:
+        """The refresh jobs of a change: the row's key, and its old key when that changed."""
+        assert self.jobs is not None and self._txn is not None
+        rows = [r for r in (getattr(msg, "old", None), getattr(msg, "new", None)) if r]
+        lsn = format_lsn(self._txn.begin.final_lsn)
+        seen: list[bytes] = []  # a key change repeats no key
+        for key in self.encoder.keys(rows):
+            if bytes(key.raw) not in seen:
+                seen.append(bytes(key.raw))
+                self.jobs.add(lsn, key)
+
     def _change(self, msg: Insert | Update | Delete) -> None:
+        if self.jobs is not None:
+            self._job(msg)
         enc = self.encoder
         if isinstance(msg, Delete):
             old_id = enc.ids([msg.old])[0]
@@ -214,6 +235,8 @@ class Applier:
         self.totals.largest_write = max(self.totals.largest_write, len(ops))
         try:
             self.coll.bulk_write(ops, ordered=True)
+            if self.jobs is not None:
+                self.jobs.flush()
         except PyMongoError as exc:
             raise _target_error(exc) from None
 

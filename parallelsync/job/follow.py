@@ -26,6 +26,7 @@ import psycopg
 from parallelsync.cdc.apply import Applier, ShapeRule, check_columns, columns_of
 from parallelsync.cdc.decode import decode
 from parallelsync.cdc.documents import RowEncoder, check_followable
+from parallelsync.cdc.follow_changed import ChangedRowJobs
 from parallelsync.cdc.late_publication import create_late_publication
 from parallelsync.cdc.peek import flush_position
 from parallelsync.cdc.publication import check_covers, relations
@@ -76,6 +77,7 @@ class FollowResult:
     skipped: int = 0
     bulk_writes: int = 0
     largest_bulk_write: int = 0  # operations: a huge transaction is written in chunks
+    changed_rows: int | None = None  # refresh jobs written (--changed-rows-collection)
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,8 +105,9 @@ def _preflight(cfg: CopyConfig) -> Prepared:
     if kind_of(cfg.target) != "mongodb":
         raise UsageError("follow writes into MongoDB: --target must be a MongoDB URI")
     check_target(
-        cfg.target, cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection
-    )
+        cfg.target, cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection,
+        changed_rows_collection=cfg.changed_rows_collection,
+    )  # fmt: skip
     publication = cfg.publication or cfg.slot
     with connect(cfg.source, autocommit=True) as conn:
         check_logical(conn)
@@ -301,9 +304,14 @@ def _follow(
     )
     encoder = RowEncoder(prepared.projection, [c.name for c in table.columns])
     rule = _shape_rule(cfg, prepared.projection)
+    jobs = None
+    if cfg.changed_rows_collection:
+        coll = target.db[cfg.changed_rows_collection]
+        jobs = ChangedRowJobs(coll, job_id, cfg.table)
     applier = Applier(
-        table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape, rule=rule
-    )
+        table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape, rule=rule,
+        jobs=jobs,
+    )  # fmt: skip
     monitor = FollowMonitor(
         cfg.source, cfg.slot, int(cfg.max_retained_wal_mb * 1e6), reporter.warning
     )
@@ -441,5 +449,7 @@ def _totals(result: FollowResult, applier: Applier, snap: FollowSnapshot) -> Non
     t = applier.totals
     result.transactions, result.changes, result.skipped = t.transactions, t.changes, t.skipped
     result.bulk_writes, result.largest_bulk_write = t.bulk_writes, t.largest_write
+    if applier.jobs is not None:
+        result.changed_rows = applier.jobs.written
     result.extra = _doc(snap)
     del result.extra["transactions"], result.extra["changes"]
