@@ -19,6 +19,7 @@ transaction gives it (none is relative), so replaying the sequence yields its fi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,13 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteMany, DeleteOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import AutoReconnect, BulkWriteError, PyMongoError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+)
 
 from parallelsync.cdc.decode import (
     Begin,
@@ -53,6 +60,18 @@ CHUNK_BYTES = 8 << 20
 
 Op = ReplaceOne[Any] | UpdateOne | DeleteOne | DeleteMany
 
+# A chunk that fails on a transient error is written again this many times in all, waiting
+# BACKOFF_S, doubling, at most BACKOFF_MAX_S between: about 6 s, long enough for a replica
+# set's election or a dropped connection, short enough that a server that is gone is reported.
+WRITE_ATTEMPTS = 5
+BACKOFF_S = 0.4
+BACKOFF_MAX_S = 3.2
+# Server error codes of a write that another attempt may not meet (MongoDB's error_codes.yml:
+# the "RetriableError" and "NotPrimaryError" categories, and write-concern shutdowns).
+TRANSIENT_CODES = frozenset({
+    6, 7, 64, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+})  # fmt: skip
+
 
 class SchemaChanged(SourceError):
     """The followed table's columns changed in the stream: the mapping no longer fits."""
@@ -66,6 +85,7 @@ class Totals:
     truncates: int = 0
     bulk_writes: int = 0  # ordered bulk writes sent (a transaction is one or more chunks)
     largest_write: int = 0  # operations in the largest of them: at most CHUNK_OPS
+    retries: int = 0  # chunks written again after a transient MongoDB error
 
 
 @dataclass
@@ -233,12 +253,24 @@ class Applier:
         ops, self._ops, self._bytes = self._ops, [], 0
         self.totals.bulk_writes += 1
         self.totals.largest_write = max(self.totals.largest_write, len(ops))
-        try:
-            self.coll.bulk_write(ops, ordered=True)
-            if self.jobs is not None:
-                self.jobs.flush()
-        except PyMongoError as exc:
-            raise _target_error(exc) from None
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                # The whole chunk again after a failure that may have written part of it: every
+                # operation sets a document or field to a value, or deletes by _id, so the
+                # repeated prefix ends as it was (a truncate's DeleteMany is followed again by
+                # the chunk's later writes). The jobs are inserted only once ($setOnInsert).
+                self.coll.bulk_write(ops, ordered=True)
+                if self.jobs is not None:
+                    self.jobs.flush()
+                return
+            except PyMongoError as exc:
+                if attempt == WRITE_ATTEMPTS or not transient(exc):
+                    err = _target_error(exc)
+                    if attempt > 1:
+                        err = type(err)(f"{err} (after {attempt} attempts)")
+                    raise err from None
+                self.totals.retries += 1
+                time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), BACKOFF_MAX_S))
 
 
 def _id_document(doc: bytes) -> bytes:
@@ -303,6 +335,20 @@ def check_relation(
 ) -> None:
     have = [(c.name, c.type_oid) for c in rel.columns]
     check_columns(table, have, want, "the change stream", rule)
+
+
+def transient(exc: PyMongoError) -> bool:
+    """A failure that another attempt may not meet: the connection, a primary stepping down."""
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, NotPrimaryError
+        return True
+    if isinstance(exc, BulkWriteError):
+        details = exc.details or {}
+        codes = [e.get("code") for e in details.get("writeErrors") or []]
+        codes += [e.get("code") for e in details.get("writeConcernErrors") or []]
+        return bool(codes) and all(c in TRANSIENT_CODES for c in codes)
+    if isinstance(exc, OperationFailure):
+        return exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+    return False
 
 
 def _target_error(exc: PyMongoError) -> TargetError:

@@ -15,7 +15,7 @@ import datetime as dt
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -62,6 +62,10 @@ PROGRESS_S = 0.25
 STATS_STORE_S = 5.0
 # --stop-at-end follows WAL written after its end position was taken at most this many times.
 END_EXTENSIONS = 3
+# A slot in use at start is waited for this long (a killed follow's walsender exiting), looked
+# at this often.
+SLOT_WAIT_S = 5.0
+SLOT_POLL_S = 0.1
 
 
 @dataclass
@@ -78,6 +82,7 @@ class FollowResult:
     bulk_writes: int = 0
     largest_bulk_write: int = 0  # operations: a huge transaction is written in chunks
     changed_rows: int | None = None  # refresh jobs written (--changed-rows-collection)
+    write_retries: int = 0  # chunks written again after a transient MongoDB error
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -94,7 +99,7 @@ class Prepared:
     end_lsn: int | None
 
 
-def _preflight(cfg: CopyConfig) -> Prepared:
+def _preflight(cfg: CopyConfig, log: Callable[[str], None]) -> Prepared:
     if not cfg.slot:
         raise UsageError("--slot is required: the slot a `copy --slot NAME` made")
     check_slot_name(cfg.slot)
@@ -119,7 +124,7 @@ def _preflight(cfg: CopyConfig) -> Prepared:
         table = resolve_table(conn, cfg.table)
         proj = _projection(cfg, table)
         _check_identity(conn, table, proj)
-        confirmed = _check_slot(conn, cfg.slot)
+        confirmed = _check_slot(conn, cfg.slot, log)
         key = tuple(_id_columns(proj))
         made_at = _check_publication(cfg.source, conn, publication, cfg.slot, table, key)
         if made_at is not None:  # the slot was advanced to the new publication's creation
@@ -174,23 +179,36 @@ def _id_columns(proj: Projection) -> Iterator[str]:
             yield src.name
 
 
-def _check_slot(conn: psycopg.Connection[Any], slot: str) -> int:
-    found = list_slots(conn, [slot])
-    if not found:
-        raise SourceError(
-            f"replication slot {slot!r} does not exist: run `parallelsync copy ... --slot {slot}` "
-            "first (it creates the slot at the copy's snapshot)"
-        )
-    info = found[0]
-    if info.plugin != "pgoutput":
-        raise SourceError(f"replication slot {slot!r} uses {info.plugin}, follow reads pgoutput")
-    if info.in_use:
+def _check_slot(conn: psycopg.Connection[Any], slot: str, log: Callable[[str], None]) -> int:
+    deadline = time.monotonic() + SLOT_WAIT_S
+    told = False
+    while True:
+        found = list_slots(conn, [slot])
+        if not found:
+            raise SourceError(
+                f"replication slot {slot!r} does not exist: run `parallelsync copy ... --slot "
+                f"{slot}` first (it creates the slot at the copy's snapshot)"
+            )
+        info = found[0]
+        if info.plugin != "pgoutput":
+            raise SourceError(
+                f"replication slot {slot!r} uses {info.plugin}, follow reads pgoutput"
+            )
+        if not info.in_use:
+            return parse_lsn(info.confirmed_flush_lsn or "0/0")
         who = info.active_pid or info.held_by
-        raise SourceError(
-            f"replication slot {slot!r} is in use (process {who}): another follow or a running "
-            "copy reads it; stop that first"
-        )
-    return parse_lsn(info.confirmed_flush_lsn or "0/0")
+        # The walsender of a follow killed a moment ago still holds the slot until it sees its
+        # client gone: wait for that, briefly, rather than fail a restart made at once.
+        if time.monotonic() >= deadline:
+            raise SourceError(
+                f"replication slot {slot!r} is in use (process {who}), still after "
+                f"{SLOT_WAIT_S:g} s: another follow or a running copy reads it; stop that first"
+            )
+        if not told:
+            log(f"replication slot {slot} is in use (process {who}): waiting up to "
+                f"{SLOT_WAIT_S:g} s for it to be released")  # fmt: skip
+            told = True
+        time.sleep(SLOT_POLL_S)
 
 
 def _check_publication(
@@ -235,7 +253,7 @@ def run_follow(cfg: CopyConfig, reporter: Reporter | None = None) -> FollowResul
     reporter = reporter or LineReporter()
     phases = Phases(reporter)
     with phases.run("preflight"):
-        prepared = _preflight(cfg)
+        prepared = _preflight(cfg, reporter.warning)
     assert cfg.slot is not None
     target = MongoTarget(cfg.target, cfg.db, cfg.collection, cfg.stats_collection)
     result = FollowResult(slot=cfg.slot)
@@ -449,6 +467,7 @@ def _totals(result: FollowResult, applier: Applier, snap: FollowSnapshot) -> Non
     t = applier.totals
     result.transactions, result.changes, result.skipped = t.transactions, t.changes, t.skipped
     result.bulk_writes, result.largest_bulk_write = t.bulk_writes, t.largest_write
+    result.write_retries = t.retries
     if applier.jobs is not None:
         result.changed_rows = applier.jobs.written
     result.extra = _doc(snap)
