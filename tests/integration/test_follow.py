@@ -405,3 +405,20 @@ def test_one_transaction_of_100k_changes_is_written_in_chunks(
     # Flat: 100 times the changes, not 100 times the memory (all of them held would be
     # hundreds of MB of operations).
     assert big_rss - small_rss < 40_000, (small_rss, big_rss)
+
+
+def test_partitioned_table_is_refused_with_the_reason(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    pg_conn.execute("CREATE TABLE parts (id int8 PRIMARY KEY, v text) PARTITION BY RANGE (id)")
+    pg_conn.execute("CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (100)")
+    run = run_cli(
+        "follow", "--source", pg_dsn, "--table", "parts", "--target", mongo_uri, "--db",
+        mongo_db.name, "--slot", "fol_parts", "--stop-at-end",
+    )  # fmt: skip
+    assert run.rc == 2, run.stderr
+    assert "public.parts is partitioned, and follow does not follow partitioned tables yet: " in (
+        run.stderr
+    )
+    assert "a TRUNCATE of one partition is not sent at all" in run.stderr
+    assert "follow each partition as a table of its own" in run.stderr

@@ -15,6 +15,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.database import Database
 
 from tests.integration.cli_helpers import Run, copy_args, run_cli
+from tests.integration.test_follow import _no_leftover_slot  # noqa: F401 (an autouse fixture)
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 
@@ -30,7 +31,7 @@ KEYS: dict[str, tuple[list[str], str, Callable[[int], str]]] = {
 def follow_jobs(dsn: str, mongo_uri: str, db: str, table: str) -> Run:
     return run_cli(
         "follow", "--source", dsn, "--table", table, "--target", mongo_uri, "--db", db,
-        "--slot", f"cr_{table}", "--stop-at-end", "--changed-rows-collection", "refresh",
+        "--slot", f"fol_cr_{table}", "--stop-at-end", "--changed-rows-collection", "refresh",
         "--json",
     )  # fmt: skip
 
@@ -49,7 +50,7 @@ def test_changed_row_keys_have_the_types_of_the_documents_ids(
     pg_conn.execute(f"CREATE TABLE {table} ({decl}, v text, PRIMARY KEY ({names}))")
     for i in range(1, 11):
         pg_conn.execute(f"INSERT INTO {table} VALUES ({key(i)}, 'v{i}')")
-    copy = run_cli(*copy_args(pg_dsn, table, mongo_uri, mongo_db.name, "--slot", f"cr_{table}"))
+    copy = run_cli(*copy_args(pg_dsn, table, mongo_uri, mongo_db.name, "--slot", f"fol_cr_{table}"))
     assert copy.rc == 0, copy.stderr
     pg_conn.execute(f"INSERT INTO {table} VALUES ({key(100)}, 'new')")
     pg_conn.execute(f"UPDATE {table} SET v = 'changed' {where(1)}")

@@ -14,7 +14,12 @@ from pymongo.database import Database
 
 from parallelsync.cdc.publication import PUBLICATION_MARK
 from tests.integration.cli_helpers import copy_args, run_cli
-from tests.integration.test_follow import DDL, assert_exact, follow
+from tests.integration.test_follow import (  # noqa: F401 (an autouse fixture)
+    DDL,
+    _no_leftover_slot,
+    assert_exact,
+    follow,
+)
 from tests.servers import PgServer
 
 
@@ -40,21 +45,21 @@ def copied_with_bare_slot(
 def test_missing_publication_is_created_when_no_change_is_lost(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:
-    copied_with_bare_slot(pg_conn, pg_dsn, mongo_uri, mongo_db, "lp_a")
+    copied_with_bare_slot(pg_conn, pg_dsn, mongo_uri, mongo_db, "fol_lp_a")
     # Another table's change before the publication: PostgreSQL 15 stops a pgoutput stream on
     # it ('publication does not exist'); the slot is advanced past it, losing nothing of orders.
     pg_conn.execute("INSERT INTO audit (what) VALUES ('before the publication')")
-    first = follow(pg_dsn, mongo_uri, mongo_db.name, "lp_a", "--stop-at-end", "--json")
+    first = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_lp_a", "--stop-at-end", "--json")
     assert first.rc == 0, first.stderr
-    assert publications(pg_conn) == [("lp_a", f"{PUBLICATION_MARK} lp_a")]
+    assert publications(pg_conn) == [("fol_lp_a", f"{PUBLICATION_MARK} fol_lp_a")]
     pg_conn.execute("UPDATE orders SET note = 'after' WHERE id <= 3")
     pg_conn.execute("DELETE FROM orders WHERE id = 4")
-    second = follow(pg_dsn, mongo_uri, mongo_db.name, "lp_a", "--stop-at-end", "--json")
+    second = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_lp_a", "--stop-at-end", "--json")
     assert second.rc == 0, second.stderr
     assert (second.json["transactions"], second.json["changes"]) == (2, 4)
     assert assert_exact(pg_conn, pg_dsn, mongo_uri, mongo_db) == 39
     # `slot drop` removes the publication with the slot: it is marked as ours.
-    dropped = run_cli("slot", "drop", "lp_a", "--source", pg_dsn)
+    dropped = run_cli("slot", "drop", "fol_lp_a", "--source", pg_dsn)
     assert dropped.rc == 0, dropped.stderr
     assert publications(pg_conn) == []
 
@@ -62,23 +67,24 @@ def test_missing_publication_is_created_when_no_change_is_lost(
 def test_named_missing_publication_is_created_under_its_name(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:
-    copied_with_bare_slot(pg_conn, pg_dsn, mongo_uri, mongo_db, "lp_b")
-    run = follow(pg_dsn, mongo_uri, mongo_db.name, "lp_b", "--publication", "lp_pub",
+    copied_with_bare_slot(pg_conn, pg_dsn, mongo_uri, mongo_db, "fol_lp_b")
+    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_lp_b", "--publication", "fol_lp_pub",
                  "--stop-at-end")  # fmt: skip
     assert run.rc == 0, run.stderr
-    assert publications(pg_conn) == [("lp_pub", f"{PUBLICATION_MARK} lp_b")]
+    assert publications(pg_conn) == [("fol_lp_pub", f"{PUBLICATION_MARK} fol_lp_b")]
 
 
 def test_missing_publication_is_refused_when_the_slot_holds_changes_it_would_miss(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:
-    copied_with_bare_slot(pg_conn, pg_dsn, mongo_uri, mongo_db, "lp_c")
+    copied_with_bare_slot(pg_conn, pg_dsn, mongo_uri, mongo_db, "fol_lp_c")
     pg_conn.execute("UPDATE orders SET note = 'unpublished' WHERE id IN (1, 2)")
-    run = follow(pg_dsn, mongo_uri, mongo_db.name, "lp_c", "--stop-at-end")
+    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_lp_c", "--stop-at-end")
     assert run.rc == 3, run.stderr
     assert (
-        "publication 'lp_c' does not exist, and follow does not create it: slot 'lp_c' holds "
-        "2 change(s) of public.orders made before any publication of it" in run.stderr
+        "publication 'fol_lp_c' does not exist, and follow does not create it: slot "
+        "'fol_lp_c' holds 2 change(s) of public.orders made before any publication of it"
+        in run.stderr
     )
     assert "Copy the table again with a new --slot" in run.stderr
     assert publications(pg_conn) == []  # nothing made, no temporary slot left either
@@ -103,14 +109,14 @@ def test_missing_publication_for_a_role_that_cannot_create_it_names_the_fix(
     reader: str, pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str,
     mongo_db: Database[Any],
 ) -> None:  # fmt: skip
-    copied_with_bare_slot(pg_conn, pg_dsn, mongo_uri, mongo_db, "lp_d")
+    copied_with_bare_slot(pg_conn, pg_dsn, mongo_uri, mongo_db, "fol_lp_d")
     role = psycopg.conninfo.conninfo_to_dict(reader)["user"]
     pg_conn.execute(f"GRANT SELECT ON orders TO {role}")
-    run = follow(reader, mongo_uri, mongo_db.name, "lp_d", "--stop-at-end")
+    run = follow(reader, mongo_uri, mongo_db.name, "fol_lp_d", "--stop-at-end")
     assert run.rc == 3, run.stderr
     assert (
-        f"publication 'lp_d' does not exist, and follow cannot create it: the role {role} "
+        f"publication 'fol_lp_d' does not exist, and follow cannot create it: the role {role} "
         "lacks ownership of public.orders (owner: postgres)" in run.stderr
     )
-    assert "CREATE PUBLICATION lp_d FOR TABLE public.orders" in run.stderr
+    assert "CREATE PUBLICATION fol_lp_d FOR TABLE public.orders" in run.stderr
     assert publications(pg_conn) == []

@@ -12,7 +12,12 @@ import psycopg
 from pymongo.database import Database
 
 from tests.integration.cli_helpers import copy_args, run_cli
-from tests.integration.test_follow import DDL, follow, raw_docs
+from tests.integration.test_follow import (  # noqa: F401 (an autouse fixture)
+    DDL,
+    _no_leftover_slot,
+    follow,
+    raw_docs,
+)
 
 INCLUDE = '[mapping]\ninclude = ["id", "note", "qty", "doc"]\n'
 
@@ -46,15 +51,15 @@ def test_added_column_the_mapping_ignores_does_not_stop_follow(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     cfg = config(tmp_path, INCLUDE + 'new_columns = "ignore"\n')
-    copied(pg_conn, pg_dsn, mongo_uri, mongo_db, "fs_a", cfg)
+    copied(pg_conn, pg_dsn, mongo_uri, mongo_db, "fol_fs_a", cfg)
     add_column_mid_stream(pg_conn)
-    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fs_a", "--stop-at-end", "--json",
+    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_fs_a", "--stop-at-end", "--json",
                  "--config", cfg)  # fmt: skip
     assert run.rc == 0, run.stderr
     assert (run.json["transactions"], run.json["changes"]) == (6, 6)
     # A restart compares the table now (with extra) with the documents' columns: no stop.
     pg_conn.execute("UPDATE orders SET qty = 99, extra = 1 WHERE id = 6")
-    again = follow(pg_dsn, mongo_uri, mongo_db.name, "fs_a", "--stop-at-end", "--json",
+    again = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_fs_a", "--stop-at-end", "--json",
                    "--config", cfg)  # fmt: skip
     assert again.rc == 0, again.stderr
     assert again.json["changes"] == 1
@@ -74,12 +79,12 @@ def test_added_column_a_fresh_copy_would_write_stops_follow(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     cfg = config(tmp_path, INCLUDE + 'new_columns = "copy"\n')
-    copied(pg_conn, pg_dsn, mongo_uri, mongo_db, "fs_b", cfg)
+    copied(pg_conn, pg_dsn, mongo_uri, mongo_db, "fol_fs_b", cfg)
     pg_conn.execute("UPDATE orders SET note = 'old shape' WHERE id = 1")
-    first = follow(pg_dsn, mongo_uri, mongo_db.name, "fs_b", "--stop-at-end", "--config", cfg)
+    first = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_fs_b", "--stop-at-end", "--config", cfg)
     assert first.rc == 0, first.stderr
     add_column_mid_stream(pg_conn)
-    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fs_b", "--stop-at-end", "--config", cfg)
+    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_fs_b", "--stop-at-end", "--config", cfg)
     assert run.rc == 3, run.stderr
     assert "table public.orders changed (only in the table now: extra;" in run.stderr
     assert mongo_db.orders.find_one({"_id": 1})["note"] == "old shape"  # before the change
@@ -91,12 +96,12 @@ def test_retyped_mapped_column_stops_follow_even_when_new_columns_are_ignored(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     cfg = config(tmp_path, INCLUDE + 'new_columns = "ignore"\n')
-    copied(pg_conn, pg_dsn, mongo_uri, mongo_db, "fs_c", cfg)
+    copied(pg_conn, pg_dsn, mongo_uri, mongo_db, "fol_fs_c", cfg)
     pg_conn.execute("ALTER TABLE orders ADD COLUMN extra int")
     pg_conn.execute("UPDATE orders SET extra = 1 WHERE id = 1")  # ignored: goes through
     pg_conn.execute("ALTER TABLE orders ALTER COLUMN qty TYPE int8")
     pg_conn.execute("UPDATE orders SET note = 'retyped' WHERE id = 2")
-    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fs_c", "--stop-at-end", "--config", cfg)
+    run = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_fs_c", "--stop-at-end", "--config", cfg)
     assert run.rc == 3, run.stderr
     assert "table public.orders changed (another type in the change stream: qty;" in run.stderr
     assert mongo_db.orders.find_one({"_id": 2})["note"] == "note 2"
