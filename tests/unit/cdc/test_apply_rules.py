@@ -49,7 +49,7 @@ def test_shape_rule(
         (
             OperationFailure("labelled", code=1, details={"errorLabels": ["RetryableWriteError"]}),
             True,
-        ),  # fmt: skip
+        ),
         (OperationFailure("bad value", code=2), False),
         (DuplicateKeyError("dup", code=11000), False),
         (BulkWriteError({"writeErrors": [{"code": 11000, "errmsg": "dup"}]}), False),
