@@ -6,7 +6,9 @@ column is never written); a key change -> delete the old `_id`, insert the new d
 delete -> delete by `_id`; truncate -> delete every document. Changes of other tables are
 ignored. A Relation message for the table that differs from the table the run started with
 (a column added, dropped, renamed or retyped) stops the run before any change after it is
-written.
+written, unless the mapping leaves the difference out of every document (`ShapeRule`: a column
+added that `[mapping] include` with `new_columns = "ignore"` does not name, or one dropped or
+retyped that no document is made from); values are then found by column name.
 
 Writes are flushed in chunks (`CHUNK_OPS`, `CHUNK_BYTES`), so a huge transaction does not sit
 in memory; the checkpoint is only taken after the Commit (job/follow.py). A run that stops
@@ -17,6 +19,7 @@ transaction gives it (none is relative), so replaying the sequence yields its fi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +27,13 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteMany, DeleteOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import AutoReconnect, BulkWriteError, PyMongoError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+)
 
 from parallelsync.cdc.decode import (
     Begin,
@@ -37,6 +46,8 @@ from parallelsync.cdc.decode import (
     Update,
 )
 from parallelsync.cdc.documents import RowEncoder, elements
+from parallelsync.cdc.follow_changed import ChangedRowJobs
+from parallelsync.cdc.stream import format_lsn
 from parallelsync.errors import SourceError, TargetError, TargetUnavailable
 from parallelsync.source.catalog import TableInfo
 from parallelsync.transcode.bson_writer import frame_document
@@ -48,6 +59,18 @@ CHUNK_OPS = 1000
 CHUNK_BYTES = 8 << 20
 
 Op = ReplaceOne[Any] | UpdateOne | DeleteOne | DeleteMany
+
+# A chunk that fails on a transient error is written again this many times in all, waiting
+# BACKOFF_S, doubling, at most BACKOFF_MAX_S between: about 6 s, long enough for a replica
+# set's election or a dropped connection, short enough that a server that is gone is reported.
+WRITE_ATTEMPTS = 5
+BACKOFF_S = 0.4
+BACKOFF_MAX_S = 3.2
+# Server error codes of a write that another attempt may not meet (MongoDB's error_codes.yml:
+# the "RetriableError" and "NotPrimaryError" categories, and write-concern shutdowns).
+TRANSIENT_CODES = frozenset({
+    6, 7, 64, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+})  # fmt: skip
 
 
 class SchemaChanged(SourceError):
@@ -62,6 +85,7 @@ class Totals:
     truncates: int = 0
     bulk_writes: int = 0  # ordered bulk writes sent (a transaction is one or more chunks)
     largest_write: int = 0  # operations in the largest of them: at most CHUNK_OPS
+    retries: int = 0  # chunks written again after a transient MongoDB error
 
 
 @dataclass
@@ -83,6 +107,8 @@ class Applier:
     checkpoint: int  # transactions committed before this position are already applied
     # The columns (name, type oid) the documents are made from; default: the table's.
     shape: list[tuple[str, int]] | None = None
+    rule: ShapeRule | None = None  # None: any difference from `shape` stops
+    jobs: ChangedRowJobs | None = None  # --changed-rows-collection
     totals: Totals = field(default_factory=Totals)
     _txn: _Txn | None = None
     _ops: list[Op] = field(default_factory=list)
@@ -103,13 +129,17 @@ class Applier:
             return None
         if isinstance(msg, Relation):
             if msg.relid == self.table.oid:
-                check_relation(self.table, msg, self.shape or columns_of(self.table))
+                check_relation(self.table, msg, self.shape or columns_of(self.table), self.rule)
+                # The row values that follow are in this message's column order.
+                self.encoder.remap([c.name for c in msg.columns])
             return None
         if isinstance(msg, Commit):
             txn, self._txn = self._txn, None
             if txn is None or txn.skip or msg.end_lsn <= self.checkpoint:
                 self.totals.skipped += 1
                 self._ops, self._bytes = [], 0
+                if self.jobs is not None:
+                    self.jobs.discard()
                 return None
             if txn.changes == 0:  # nothing of the table: its end is an idle position
                 return None
@@ -131,11 +161,27 @@ class Applier:
             txn.changes += 1
             self.totals.truncates += 1
             self._add(DeleteMany({}), 0)
-        if len(self._ops) >= CHUNK_OPS or self._bytes >= CHUNK_BYTES:
+            if self.jobs is not None:
+                self.jobs.add(format_lsn(txn.begin.final_lsn), None)
+        pending = len(self._ops) + (self.jobs.pending if self.jobs is not None else 0)
+        if pending >= CHUNK_OPS or self._bytes >= CHUNK_BYTES:
             self._flush()
         return None
 
+    def _job(self, msg: Insert | Update | Delete) -> None:
+        """The refresh jobs of a change: the row's key, and its old key when that changed."""
+        assert self.jobs is not None and self._txn is not None
+        rows = [r for r in (getattr(msg, "old", None), getattr(msg, "new", None)) if r]
+        lsn = format_lsn(self._txn.begin.final_lsn)
+        seen: list[bytes] = []  # a key change repeats no key
+        for key in self.encoder.keys(rows):
+            if bytes(key.raw) not in seen:
+                seen.append(bytes(key.raw))
+                self.jobs.add(lsn, key)
+
     def _change(self, msg: Insert | Update | Delete) -> None:
+        if self.jobs is not None:
+            self._job(msg)
         enc = self.encoder
         if isinstance(msg, Delete):
             old_id = enc.ids([msg.old])[0]
@@ -207,10 +253,24 @@ class Applier:
         ops, self._ops, self._bytes = self._ops, [], 0
         self.totals.bulk_writes += 1
         self.totals.largest_write = max(self.totals.largest_write, len(ops))
-        try:
-            self.coll.bulk_write(ops, ordered=True)
-        except PyMongoError as exc:
-            raise _target_error(exc) from None
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                # The whole chunk again after a failure that may have written part of it: every
+                # operation sets a document or field to a value, or deletes by _id, so the
+                # repeated prefix ends as it was (a truncate's DeleteMany is followed again by
+                # the chunk's later writes). The jobs are inserted only once ($setOnInsert).
+                self.coll.bulk_write(ops, ordered=True)
+                if self.jobs is not None:
+                    self.jobs.flush()
+                return
+            except PyMongoError as exc:
+                if attempt == WRITE_ATTEMPTS or not transient(exc):
+                    err = _target_error(exc)
+                    if attempt > 1:
+                        err = type(err)(f"{err} (after {attempt} attempts)")
+                    raise err from None
+                self.totals.retries += 1
+                time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), BACKOFF_MAX_S))
 
 
 def _id_document(doc: bytes) -> bytes:
@@ -223,17 +283,44 @@ def columns_of(table: TableInfo) -> list[tuple[str, int]]:
     return [(c.name, c.type_oid) for c in table.columns]
 
 
+@dataclass(frozen=True)
+class ShapeRule:
+    """Which differences from the documents' columns a fresh copy would not see either.
+
+    `used`: the columns the documents are made from; `mentioned`: every column the mapping or
+    --key names (a fresh copy refuses when one is gone); `ignores_new`: `[mapping] include` with
+    `new_columns = "ignore"`, so a fresh copy leaves a column the mapping does not name out."""
+
+    used: frozenset[str] = frozenset()
+    mentioned: frozenset[str] = frozenset()
+    ignores_new: bool = False
+
+    def harmful(self, added: list[str], dropped: list[str], retyped: list[str]) -> bool:
+        if any(n in self.mentioned or not self.ignores_new for n in added):
+            return True
+        return any(n in self.used or n in self.mentioned for n in (*dropped, *retyped))
+
+
 def check_columns(
-    table: TableInfo, have: list[tuple[str, int]], want: list[tuple[str, int]], where: str
+    table: TableInfo,
+    have: list[tuple[str, int]],
+    want: list[tuple[str, int]],
+    where: str,
+    rule: ShapeRule | None = None,
 ) -> None:
-    """`have` (the stream's, or the table's now) must be the shape follow applies (`want`)."""
+    """`have` (the stream's, or the table's now) must be the shape follow applies (`want`),
+    but for differences the rule says leave every document as a fresh copy writes it."""
     if have == want:
         return
     hd, wd = dict(have), dict(want)
+    added = [n for n, _ in have if n not in wd]
+    dropped = [n for n, _ in want if n not in hd]
+    retyped = [n for n, t in have if n in wd and wd[n] != t]
+    if rule is not None and not rule.harmful(added, dropped, retyped):
+        return  # columns are found by name: another order or an ignored column is harmless
     parts = [f"{what}: {', '.join(names)}" for what, names in (
-        ("only in " + where, [n for n, _ in have if n not in wd]),
-        ("missing in " + where, [n for n, _ in want if n not in hd]),
-        ("another type in " + where, [n for n, t in have if n in wd and wd[n] != t]),
+        ("only in " + where, added), ("missing in " + where, dropped),
+        ("another type in " + where, retyped),
     ) if names]  # fmt: skip
     detail = "; ".join(parts) or f"columns in another order in {where}"
     raise SchemaChanged(
@@ -243,8 +330,25 @@ def check_columns(
     )
 
 
-def check_relation(table: TableInfo, rel: Relation, want: list[tuple[str, int]]) -> None:
-    check_columns(table, [(c.name, c.type_oid) for c in rel.columns], want, "the change stream")
+def check_relation(
+    table: TableInfo, rel: Relation, want: list[tuple[str, int]], rule: ShapeRule | None = None
+) -> None:
+    have = [(c.name, c.type_oid) for c in rel.columns]
+    check_columns(table, have, want, "the change stream", rule)
+
+
+def transient(exc: PyMongoError) -> bool:
+    """A failure that another attempt may not meet: the connection, a primary stepping down."""
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, NotPrimaryError
+        return True
+    if isinstance(exc, BulkWriteError):
+        details = exc.details or {}
+        codes = [e.get("code") for e in details.get("writeErrors") or []]
+        codes += [e.get("code") for e in details.get("writeConcernErrors") or []]
+        return bool(codes) and all(c in TRANSIENT_CODES for c in codes)
+    if isinstance(exc, OperationFailure):
+        return exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+    return False
 
 
 def _target_error(exc: PyMongoError) -> TargetError:

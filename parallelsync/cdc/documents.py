@@ -101,28 +101,39 @@ class RowEncoder:
 
     def __init__(self, proj: Projection, columns: Sequence[str]) -> None:
         check_followable(proj)
-        index = {name: i for i, name in enumerate(columns)}
         self.names = [c.name for c in proj.sources if c is not None]
-        missing = [n for n in self.names if n not in index]
-        if missing:
-            raise UsageError(f"the change stream has no column(s) {', '.join(missing)}")
-        self._src = [index[n] for n in self.names]
+        self.key_names = list(proj.key)
+        self.remap(columns)
         self.layout = proj.layout
         self._docs = DocumentEncoder(proj.layout)
         id_layout = Layout((proj.layout.nodes[0],), proj.layout.ncolumns, proj.layout.options)
         self._ids = DocumentEncoder(id_layout)
+        # `{_id: {key column: value, ...}}`: a changed-row job's key, with the codecs of the
+        # documents' own key fields (cdc/changed_rows.py writes the copy's the same way).
+        self._keys = None if proj.key_layout is None else DocumentEncoder(proj.key_layout)
 
-    def copy_tuple(self, row: Sequence[Value]) -> bytes:
-        parts = [_I16(len(self._src))]
-        for expr, src in enumerate(self._src):
-            value = row[src]
+    def remap(self, columns: Sequence[str]) -> None:
+        """The stream's rows now have these columns, in this order (a Relation message)."""
+        index = {name: i for i, name in enumerate(columns)}
+        missing = [n for n in self.names if n not in index]
+        if missing:
+            raise UsageError(f"the change stream has no column(s) {', '.join(missing)}")
+        self._src = [index[n] for n in self.names]
+        self._key_src = [index[n] for n in self.key_names if n in index]
+
+    def copy_tuple(self, row: Sequence[Value], src: Sequence[int] | None = None) -> bytes:
+        names = self.names if src is None else self.key_names
+        src = self._src if src is None else src
+        parts = [_I16(len(src))]
+        for expr, at in enumerate(src):
+            value = row[at]
             if value.kind == BINARY:
                 parts += (_I32(len(value.data)), value.data)
             elif value.kind in (NULL, UNCHANGED):
                 parts.append(_NULL_FIELD)
             elif value.kind == TEXT:
                 raise EncodeError(
-                    f"column {self.names[expr]!r} arrived in text form: its type has no binary "
+                    f"column {names[expr]!r} arrived in text form: its type has no binary "
                     "send function, so follow cannot encode it as the copy does; exclude it"
                 )
         return b"".join(parts)
@@ -137,6 +148,15 @@ class RowEncoder:
     def documents(self, rows: Sequence[Sequence[Value]]) -> list[bytes]:
         """The documents a copy would write for these rows (unchanged values as NULL)."""
         return self._encode(self._docs, rows)
+
+    def keys(self, rows: Sequence[Sequence[Value]]) -> list[RawBSONDocument]:
+        """`{key column: value, ...}` of each row, typed as the documents' key fields."""
+        if self._keys is None or not rows:
+            return []
+        if len(self._key_src) != len(self.key_names):
+            raise UsageError(f"the change stream has no key column(s) {', '.join(self.key_names)}")
+        buf = b"".join(self.copy_tuple(r, self._key_src) for r in rows)
+        return [RawBSONDocument(d)["_id"] for d in self._keys.encode(buf, 0).documents()]
 
     def ids(self, rows: Sequence[Sequence[Value]]) -> list[bytes]:
         """`{_id: ...}` of each row, from its key columns alone (a Delete's old key)."""

@@ -102,7 +102,7 @@ def unpublishable(table: TableInfo, rels: list[Relation], key: tuple[str, ...]) 
     return None
 
 
-def _why_not_creatable(conn: psycopg.Connection[Any], rels: list[Relation]) -> str | None:
+def why_not_creatable(conn: psycopg.Connection[Any], rels: list[Relation]) -> str | None:
     row = conn.execute(
         "SELECT rolsuper, has_database_privilege(current_database(), 'CREATE'), "
         "current_user::text, current_database()::text FROM pg_roles WHERE rolname = current_user"
@@ -225,7 +225,7 @@ def plan_publication(
             f"{table.display} run CREATE PUBLICATION {publication} FOR TABLE {table.display}, "
             "or leave out --publication to let parallelsync create one (as the table's owner)"
         )
-    problem = _why_not_creatable(conn, rels)
+    problem = why_not_creatable(conn, rels)
     if problem is not None:
         raise SourceError(
             f"--slot {slot} publishes {table.display} (CREATE PUBLICATION {slot} FOR TABLE ...) "

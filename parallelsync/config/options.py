@@ -253,8 +253,9 @@ OPTIONS: tuple[Option, ...] = (
         str,
         None,
         "with --slot: after the swap, write one document per row changed during the copy into "
-        "this collection (downstream refresh jobs)",
-        frozenset({COPY}),
+        "this collection (downstream refresh jobs); follow: one per row each applied "
+        "transaction changed",
+        frozenset({COPY, FOLLOW}),
     ),
     Option(
         "progress_seconds",

@@ -15,7 +15,7 @@ import datetime as dt
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -23,9 +23,11 @@ from typing import Any
 
 import psycopg
 
-from parallelsync.cdc.apply import Applier, check_columns, columns_of
+from parallelsync.cdc.apply import Applier, ShapeRule, check_columns, columns_of
 from parallelsync.cdc.decode import decode
 from parallelsync.cdc.documents import RowEncoder, check_followable
+from parallelsync.cdc.follow_changed import ChangedRowJobs
+from parallelsync.cdc.late_publication import create_late_publication
 from parallelsync.cdc.peek import flush_position
 from parallelsync.cdc.publication import check_covers, relations
 from parallelsync.cdc.slots import list_slots
@@ -60,6 +62,10 @@ PROGRESS_S = 0.25
 STATS_STORE_S = 5.0
 # --stop-at-end follows WAL written after its end position was taken at most this many times.
 END_EXTENSIONS = 3
+# A slot in use at start is waited for this long (a killed follow's walsender exiting), looked
+# at this often.
+SLOT_WAIT_S = 5.0
+SLOT_POLL_S = 0.1
 
 
 @dataclass
@@ -75,6 +81,8 @@ class FollowResult:
     skipped: int = 0
     bulk_writes: int = 0
     largest_bulk_write: int = 0  # operations: a huge transaction is written in chunks
+    changed_rows: int | None = None  # refresh jobs written (--changed-rows-collection)
+    write_retries: int = 0  # chunks written again after a transient MongoDB error
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -91,7 +99,7 @@ class Prepared:
     end_lsn: int | None
 
 
-def _preflight(cfg: CopyConfig) -> Prepared:
+def _preflight(cfg: CopyConfig, log: Callable[[str], None]) -> Prepared:
     if not cfg.slot:
         raise UsageError("--slot is required: the slot a `copy --slot NAME` made")
     check_slot_name(cfg.slot)
@@ -102,8 +110,9 @@ def _preflight(cfg: CopyConfig) -> Prepared:
     if kind_of(cfg.target) != "mongodb":
         raise UsageError("follow writes into MongoDB: --target must be a MongoDB URI")
     check_target(
-        cfg.target, cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection
-    )
+        cfg.target, cfg.db, collection=cfg.collection, stats_collection=cfg.stats_collection,
+        changed_rows_collection=cfg.changed_rows_collection,
+    )  # fmt: skip
     publication = cfg.publication or cfg.slot
     with connect(cfg.source, autocommit=True) as conn:
         check_logical(conn)
@@ -115,17 +124,31 @@ def _preflight(cfg: CopyConfig) -> Prepared:
         table = resolve_table(conn, cfg.table)
         proj = _projection(cfg, table)
         _check_identity(conn, table, proj)
-        confirmed = _check_slot(conn, cfg.slot)
-        _check_publication(conn, publication, table, tuple(_id_columns(proj)))
+        confirmed = _check_slot(conn, cfg.slot, log)
+        key = tuple(_id_columns(proj))
+        made_at = _check_publication(cfg.source, conn, publication, cfg.slot, table, key)
+        if made_at is not None:  # the slot was advanced to the new publication's creation
+            confirmed = max(confirmed, parse_lsn(made_at))
         end = parse_lsn(flush_position(conn) or "0/0") if cfg.stop_at_end else None
     return Prepared(table, proj, publication, confirmed, end)
 
 
 def _projection(cfg: CopyConfig, table: TableInfo) -> Projection:
+    if table.relkind == "p":
+        # Checked on PostgreSQL 15: with publish_via_partition_root a TRUNCATE of one partition
+        # is not sent at all; without it, changes carry each partition's own relation.
+        raise UsageError(
+            f"{table.display} is partitioned, and follow does not follow partitioned tables yet: "
+            "with publish_via_partition_root a TRUNCATE of one partition is not sent at all (its "
+            "rows would stay in the collection), and without it the changes arrive under each "
+            "partition's own relation (a partition attached later too), which follow does not "
+            "map to the table yet. Copy the table again to refresh the collection, or copy and "
+            "follow each partition as a table of its own"
+        )
     if table.relkind != "r":
         raise UsageError(
             f"{table.display} is not a plain table: follow reads the changes of one plain table "
-            "(partitioned tables and views are not followed yet)"
+            "(views, foreign tables and others have no change stream)"
         )
     if not table.primary_key and not cfg.key:
         raise UsageError(f"{table.display} has no primary key: follow needs one to find documents")
@@ -167,38 +190,54 @@ def _id_columns(proj: Projection) -> Iterator[str]:
             yield src.name
 
 
-def _check_slot(conn: psycopg.Connection[Any], slot: str) -> int:
-    found = list_slots(conn, [slot])
-    if not found:
-        raise SourceError(
-            f"replication slot {slot!r} does not exist: run `parallelsync copy ... --slot {slot}` "
-            "first (it creates the slot at the copy's snapshot)"
-        )
-    info = found[0]
-    if info.plugin != "pgoutput":
-        raise SourceError(f"replication slot {slot!r} uses {info.plugin}, follow reads pgoutput")
-    if info.in_use:
+def _check_slot(conn: psycopg.Connection[Any], slot: str, log: Callable[[str], None]) -> int:
+    deadline = time.monotonic() + SLOT_WAIT_S
+    told = False
+    while True:
+        found = list_slots(conn, [slot])
+        if not found:
+            raise SourceError(
+                f"replication slot {slot!r} does not exist: run `parallelsync copy ... --slot "
+                f"{slot}` first (it creates the slot at the copy's snapshot)"
+            )
+        info = found[0]
+        if info.plugin != "pgoutput":
+            raise SourceError(
+                f"replication slot {slot!r} uses {info.plugin}, follow reads pgoutput"
+            )
+        if not info.in_use:
+            return parse_lsn(info.confirmed_flush_lsn or "0/0")
         who = info.active_pid or info.held_by
-        raise SourceError(
-            f"replication slot {slot!r} is in use (process {who}): another follow or a running "
-            "copy reads it; stop that first"
-        )
-    return parse_lsn(info.confirmed_flush_lsn or "0/0")
+        # The walsender of a follow killed a moment ago still holds the slot until it sees its
+        # client gone: wait for that, briefly, rather than fail a restart made at once.
+        if time.monotonic() >= deadline:
+            raise SourceError(
+                f"replication slot {slot!r} is in use (process {who}), still after "
+                f"{SLOT_WAIT_S:g} s: another follow or a running copy reads it; stop that first"
+            )
+        if not told:
+            log(f"replication slot {slot} is in use (process {who}): waiting up to "
+                f"{SLOT_WAIT_S:g} s for it to be released")  # fmt: skip
+            told = True
+        time.sleep(SLOT_POLL_S)
 
 
 def _check_publication(
-    conn: psycopg.Connection[Any], name: str, table: TableInfo, key: tuple[str, ...]
-) -> None:
-    """The publication must exist and send every change of the table, as for a copy's
-    (cdc/publication.py): a row filter or a missing operation would drop changes unseen."""
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    name: str,
+    slot: str,
+    table: TableInfo,
+    key: tuple[str, ...],
+) -> str | None:
+    """The publication must send every change of the table, as for a copy's
+    (cdc/publication.py): a row filter or a missing operation would drop changes unseen. A
+    missing one is created only when the slot holds no change of the table it would miss
+    (cdc/late_publication.py)."""
     row = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
-    if row is None:
-        raise SourceError(
-            f"publication {name!r} does not exist: `copy --slot` creates it under the slot's "
-            "name (for a table with a primary key, when the role may create publications); "
-            "name an existing one with --publication"
-        )
+    made_at = None if row is not None else create_late_publication(dsn, name, slot, table, key)
     check_covers(conn, name, table, relations(conn, table, only=True), key)
+    return made_at
 
 
 class _Stop:
@@ -225,7 +264,7 @@ def run_follow(cfg: CopyConfig, reporter: Reporter | None = None) -> FollowResul
     reporter = reporter or LineReporter()
     phases = Phases(reporter)
     with phases.run("preflight"):
-        prepared = _preflight(cfg)
+        prepared = _preflight(cfg, reporter.warning)
     assert cfg.slot is not None
     target = MongoTarget(cfg.target, cfg.db, cfg.collection, cfg.stats_collection)
     result = FollowResult(slot=cfg.slot)
@@ -293,7 +332,15 @@ def _follow(
         application_name=f"parallelsync follow {cfg.slot}",
     )
     encoder = RowEncoder(prepared.projection, [c.name for c in table.columns])
-    applier = Applier(table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape)
+    rule = _shape_rule(cfg, prepared.projection)
+    jobs = None
+    if cfg.changed_rows_collection:
+        coll = target.db[cfg.changed_rows_collection]
+        jobs = ChangedRowJobs(coll, job_id, cfg.table)
+    applier = Applier(
+        table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape, rule=rule,
+        jobs=jobs,
+    )  # fmt: skip
     monitor = FollowMonitor(
         cfg.source, cfg.slot, int(cfg.max_retained_wal_mb * 1e6), reporter.warning
     )
@@ -321,7 +368,7 @@ def _follow(
     try:
         # A change of the table between two runs shows in the catalog even when no change of
         # the new shape is in the stream yet.
-        check_columns(table, columns_of(table), shape, "the table now")
+        check_columns(table, columns_of(table), shape, "the table now", rule)
         stream.open(start)
         monitor.poll(force=True)
         reporter.warning(
@@ -406,6 +453,16 @@ def _follow(
     )
 
 
+def _shape_rule(cfg: CopyConfig, proj: Projection) -> ShapeRule:
+    """The column changes a fresh copy with this mapping would not write either."""
+    m = cfg.mapping
+    return ShapeRule(
+        used=frozenset(c.name for c in proj.sources if c is not None),
+        mentioned=frozenset(m.mentioned() | set(cfg.key or ())),
+        ignores_new=m.include is not None and m.new_columns == "ignore",
+    )
+
+
 def _doc(snap: FollowSnapshot) -> dict[str, Any]:
     """The statistics for the follow state document (applied_lsn is the checkpoint's own)."""
     doc = snap.as_doc()
@@ -421,5 +478,8 @@ def _totals(result: FollowResult, applier: Applier, snap: FollowSnapshot) -> Non
     t = applier.totals
     result.transactions, result.changes, result.skipped = t.transactions, t.changes, t.skipped
     result.bulk_writes, result.largest_bulk_write = t.bulk_writes, t.largest_write
+    result.write_retries = t.retries
+    if applier.jobs is not None:
+        result.changed_rows = applier.jobs.written
     result.extra = _doc(snap)
     del result.extra["transactions"], result.extra["changes"]

@@ -184,8 +184,9 @@ def test_bad_follow_inputs_are_refused_clearly(
     both = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_none", "--stop-at-end", "--idle-exit", "5")
     assert both.rc == 2 and "exclude each other" in both.stderr
     pg_conn.execute("SELECT pg_create_logical_replication_slot('fol_d', 'pgoutput')")
+    pg_conn.execute("UPDATE orders SET qty = 0 WHERE id = 1")  # a publication made now misses it
     nopub = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_d", "--stop-at-end")
-    assert nopub.rc == 3 and "publication 'fol_d' does not exist" in nopub.stderr
+    assert nopub.rc == 3 and "publication 'fol_d' does not exist, and follow" in nopub.stderr
     # The same checks as a copy's publication: one that drops deletes would lose changes unseen.
     pg_conn.execute("CREATE PUBLICATION fol_d FOR TABLE orders WITH (publish = 'insert, update')")
     partial = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_d", "--stop-at-end")
@@ -404,3 +405,20 @@ def test_one_transaction_of_100k_changes_is_written_in_chunks(
     # Flat: 100 times the changes, not 100 times the memory (all of them held would be
     # hundreds of MB of operations).
     assert big_rss - small_rss < 40_000, (small_rss, big_rss)
+
+
+def test_partitioned_table_is_refused_with_the_reason(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    pg_conn.execute("CREATE TABLE parts (id int8 PRIMARY KEY, v text) PARTITION BY RANGE (id)")
+    pg_conn.execute("CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (100)")
+    run = run_cli(
+        "follow", "--source", pg_dsn, "--table", "parts", "--target", mongo_uri, "--db",
+        mongo_db.name, "--slot", "fol_parts", "--stop-at-end",
+    )  # fmt: skip
+    assert run.rc == 2, run.stderr
+    assert "public.parts is partitioned, and follow does not follow partitioned tables yet: " in (
+        run.stderr
+    )
+    assert "a TRUNCATE of one partition is not sent at all" in run.stderr
+    assert "follow each partition as a table of its own" in run.stderr
