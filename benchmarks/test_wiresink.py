@@ -124,3 +124,22 @@ def test_unique_ids_reject_reinserts() -> None:
     finally:
         c.close()
         stop()
+
+
+def test_follow_like_bulk_writes_are_counted(client: MongoClient[dict[str, object]]) -> None:
+    """An ordered bulk of replace-upserts, $set updates and deletes by _id (what `follow`
+    sends per transaction) is answered and counted per kind; deleted documents are gone."""
+    from pymongo import DeleteOne, ReplaceOne, UpdateOne
+
+    coll = client.bench.followed
+    ops: list[ReplaceOne[dict[str, object]] | UpdateOne | DeleteOne] = []
+    for i in range(1000):
+        ops.append(ReplaceOne({"_id": i}, {"_id": i, "v": "x"}, upsert=True))
+    ops += [UpdateOne({"_id": i}, {"$set": {"v": "y"}}) for i in range(10)]
+    ops += [DeleteOne({"_id": i}) for i in range(5)]
+    res = coll.bulk_write(ops, ordered=True)
+    assert res.acknowledged and res.deleted_count == 5
+    assert coll.find_one({"_id": 7}) == {"_id": 7, "v": "y"}
+    assert coll.find_one({"_id": 3}) is None
+    stats = client.admin.command("sinkStats")
+    assert stats["writeOps"]["bench.followed"] == {"replace": 1000, "update": 10, "delete": 5}

@@ -67,10 +67,18 @@ class SinkState:
         self.connections = 0
         self.started = time.time()
         self.store = DocStore()
+        # namespace -> {"replace"|"update"|"delete": operations received}: what a change
+        # stream's applier (parallelsync follow) sent, whatever the store kept of it
+        self.write_ops: dict[str, dict[str, int]] = {}
         # namespace -> raw _id elements seen; only with unique_ids (costs ~70 bytes per document)
         self.unique_ids = False
         self.ids: dict[str, set[bytes]] = {}
         self._sorted: dict[str, tuple[int, Any]] = {}  # ns -> (len(ids) when built, sorted ids)
+
+    def count_op(self, ns: str, kind: str) -> None:
+        """One update/replace/delete operation (caller holds lock)."""
+        ops = self.write_ops.setdefault(ns, {"replace": 0, "update": 0, "delete": 0})
+        ops[kind] += 1
 
     def ensure(self, ns: str) -> None:
         if ns not in self.counts:
@@ -289,6 +297,8 @@ class Commands:
             st.ensure(ns)
             for i, u in enumerate(cmd.get("updates", [])):
                 q, upd = u.get("q", {}), u.get("u", {})
+                replace = isinstance(upd, dict) and not any(k.startswith("$") for k in upd)
+                st.count_op(ns, "replace" if replace else "update")
                 found = st.store.find(ns, q, 0 if u.get("multi") else 1)
                 for d in found:
                     st.store.put(ns, apply_update(d, upd, inserting=False))
@@ -315,6 +325,7 @@ class Commands:
         with st.lock:
             for d in cmd.get("deletes", []):
                 q = d.get("q") or {}
+                st.count_op(ns, "delete")
                 if not q and d.get("limit", 0) == 0:  # delete_many({}) empties the collection
                     n += st.counts.get(ns, 0)
                     if ns in st.counts:
@@ -483,6 +494,7 @@ class Commands:
         st = self.state
         return {
             "counts": dict(st.counts),
+            "writeOps": {ns: dict(ops) for ns, ops in st.write_ops.items()},
             "totalDocs": st.total_docs,
             "totalBytes": st.total_bytes,
             "messages": st.messages,
