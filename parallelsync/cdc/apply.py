@@ -94,6 +94,12 @@ class Applier:
     def in_transaction(self) -> bool:
         return self._txn is not None
 
+    def retarget(self, coll: Collection[Any]) -> None:
+        """Write into `coll` from the next transaction on (copy --follow's swap renamed the temp
+        collection written so far to it): only between transactions, with nothing pending."""
+        assert self._txn is None and not self._ops
+        self.coll, self._raw = coll, None
+
     def feed(self, msg: Decoded) -> Commit | None:
         """Process one message; returns the Commit of a transaction now written (to checkpoint)."""
         if isinstance(msg, Begin):
