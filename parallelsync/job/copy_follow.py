@@ -96,7 +96,7 @@ class CopyFollow:
             with open_loop(
                 cfg, prepared.table, prepared.projection, prepared.publication.name, temp,
                 start=start, shape=shape, checkpoints=CatchUpNotes(self.jobs), stop=self.stop,
-                reporter=self.reporter, result=result,
+                reporter=self.reporter, result=result, catch_up=True,
             ) as loop:  # fmt: skip
                 with self.phases.run("catch-up") as rec:
                     loop.open(start)

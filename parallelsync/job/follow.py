@@ -391,6 +391,7 @@ def open_loop(
     stop: StopFlag,
     reporter: Reporter,
     result: FollowResult,
+    catch_up: bool = False,
 ) -> Iterator[FollowLoop]:
     """The loop that applies the slot's stream from `start` into `coll` (`loop.open()` starts
     the stream); the stream is closed on the way out."""
@@ -399,7 +400,7 @@ def open_loop(
         cfg.source, cfg.slot, publication, application_name=f"parallelsync follow {cfg.slot}"
     )
     encoder = RowEncoder(projection, [c.name for c in table.columns])
-    applier = Applier(table, encoder, coll, checkpoint=start, shape=shape)
+    applier = Applier(table, encoder, coll, checkpoint=start, shape=shape, catch_up=catch_up)
     monitor = FollowMonitor(
         cfg.source, cfg.slot, int(cfg.max_retained_wal_mb * 1e6), reporter.warning
     )

@@ -168,11 +168,14 @@ class FollowLoop:
                 self.last_note = now
             if not idle:
                 continue
+            if msg is None:  # the stream is quiet: what was applied is written
+                applier.flush()
             if self.stop.requested:
-                return STOPPED
+                return self._done(STOPPED)
             if target is not None:
                 assert until.swap_lag_s is not None
                 if applier.checkpoint >= target:
+                    applier.flush()
                     # Reached: measure again. Caught up with the server, or so close that the
                     # last applied change is at most swap_lag_s old: the swap may go ahead.
                     monitor.poll(force=True)
@@ -180,7 +183,7 @@ class FollowLoop:
                     lag = self.stats().lag_seconds
                     close = lag is not None and lag <= until.swap_lag_s
                     if server <= applier.checkpoint or close:
-                        return CAUGHT_UP
+                        return self._done(CAUGHT_UP)
                     target = server
                 if until.deadline is not None and now >= until.deadline:
                     raise CatchUpTimeout(until.deadline_note)
@@ -191,9 +194,13 @@ class FollowLoop:
                 monitor.poll(force=True)
                 server = monitor.server_lsn or 0
                 if server <= applier.checkpoint or extensions >= END_EXTENSIONS:
-                    return END
+                    return self._done(END)
                 end_lsn, extensions = server, extensions + 1
             if (end_lsn is not None or target is not None) and msg is None:
                 stream.send_status(reply=True)  # ask for the server's position
             if until.idle_exit is not None and now - self.last_change >= until.idle_exit:
-                return IDLE
+                return self._done(IDLE)
+
+    def _done(self, why: str) -> str:
+        self.applier.flush()  # a catch-up's last chunk: everything applied is written
+        return why

@@ -137,8 +137,9 @@ def test_closing_early_cancels_the_copy(
         assert state == ("idle",)
     # The backend leaves with the connection (its exit is asynchronous: wait for the state).
     wait_for(
-        lambda: pg_conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", pid).fetchone()
-        is None,
+        lambda: (
+            pg_conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", pid).fetchone() is None
+        ),
         "the closed connection's backend to exit",
     )
 
