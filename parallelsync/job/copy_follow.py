@@ -105,8 +105,6 @@ class CopyFollow:
                 state = self._start_state(shape, loop)
                 swap(figures)  # the rename, then the job document FINISHED
                 swapped = True
-                loop.stream.confirm(loop.applier.checkpoint)  # only now: the target holds it
-                loop.switch(self.target.db[cfg.collection], state)
                 self._follow(loop, state, result)
         except (ParallelSyncError, KeyboardInterrupt) as exc:
             if not swapped:
@@ -179,17 +177,21 @@ class CopyFollow:
             f"swapped at {format_lsn(loop.applier.checkpoint)}; following "
             f"{self.prepared.table.display} -> {self.target.display} (slot {cfg.slot})"
         )
+        before = loop.applier.totals.changes
         try:
             with self.phases.run("follow") as rec:
+                loop.stream.confirm(loop.applier.checkpoint)  # only now: the target holds it
+                loop.switch(self.target.db[cfg.collection], state)
                 why = loop.run(Until(end_lsn=end, idle_exit=cfg.idle_exit))
                 result.status = "STOPPED" if why == STOPPED else "FINISHED"
                 result.reason = reason(why, cfg)
-                rec.rows = loop.applier.totals.changes
+                rec.rows = loop.applier.totals.changes - before
         except BaseException as exc:
             fail_state(state, loop, result, self.job_id, exc)
             self.jobs.update({"follow.state": "FAILED", "follow.error": str(exc)})
             raise
         finish_state(state, loop, result, self.reporter)
+        result.seconds = round(loop.stats().elapsed, 3)  # catch-up and follow
         self.jobs.update({
             "follow.state": result.status, "follow.reason": result.reason,
             "follow.applied_lsn": result.applied_lsn,

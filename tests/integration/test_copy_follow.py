@@ -244,6 +244,38 @@ def test_concurrent_writers_swap_seconds_behind_then_follow_until_sigterm(
     assert_collection_equals_table(pg_conn, mongo_db, "items", "items")
 
 
+def test_an_error_after_the_swap_ends_the_follow_only(
+    pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    pg_conn.execute(DDL)
+    jobs = mongo_db.parallelsync_jobs
+    proc = _popen(_args(pg_dsn, mongo_uri, mongo_db.name, "cf_e", "--idle-exit", "120",
+                        "--json"))  # fmt: skip
+    try:
+        _wait("the swap", lambda: jobs.find_one({"status": "FINISHED"}), proc)
+        pg_conn.execute("ALTER TABLE items ADD COLUMN extra int")
+        pg_conn.execute("UPDATE items SET note = 'new shape', extra = 1 WHERE id = 1")
+        out, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # The follow's error is the exit code; the copy itself stays FINISHED and keeps everything.
+    assert proc.returncode == 3, err
+    assert "table public.items changed (only in the change stream: extra;" in err
+    result = Run(proc.returncode, out, err).json
+    assert result["status"] == "FINISHED" and result["follow"]["status"] == "FAILED"
+    assert result["error"].startswith("table public.items changed")
+    job = jobs.find_one({"_id": result["job_id"]})
+    assert job is not None and job["status"] == "FINISHED" and job["swap_outcome"] == "done"
+    assert job["follow"]["state"] == "FAILED" and "changed" in job["follow"]["error"]
+    assert mongo_db.items.count_documents({}) == ROWS
+    assert mongo_db.items.find_one({"_id": 1})["note"] == "note 1"  # nothing of the new shape
+    assert _slot(pg_conn, "cf_e") is not None  # kept: change capture resumes from it
+    state = jobs.find_one({"_id": f"follow:{mongo_db.name}.items"})
+    assert state is not None and state["state"] == "FAILED" and state["copy_job"] == job["_id"]
+
+
 def test_sigterm_during_the_catch_up_aborts_and_keeps_the_target(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:
