@@ -12,6 +12,7 @@ benchmarks/results/<name>.json with every sample.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -69,8 +70,31 @@ class Env:
         self.sink_uri = self.sink_proc.stdout.readline().strip()
         self.sink = psutil.Process(self.sink_proc.pid)
         self.server = _postmaster(self.pg.dsn)
+        self.clusters: dict[int, Any] = {}
+
+    def dask_cluster(self, workers: int) -> str:
+        """The address of a standing Dask cluster of `workers` processes (1 thread each), as a
+        user would keep one: the copy connects to it, so its start-up is not in the copy's
+        time. Its worker processes are not the copy's children: their CPU and RSS are not in
+        the copy's columns, only its rows/s compare."""
+        if workers not in self.clusters:
+            import logging
+
+            import distributed
+
+            self.clusters[workers] = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=":0", silence_logs=logging.ERROR,
+            )  # fmt: skip
+            # A standing cluster has run a job before: its workers have imported the task's code
+            # (numpy, psycopg, pymongo, the transcoder), which a first job pays once per process.
+            with distributed.Client(self.clusters[workers]) as client:
+                client.run(importlib.import_module, "parallelsync.workers.dask_task")
+        return str(self.clusters[workers].scheduler_address)
 
     def close(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.close()
         self.sink_proc.terminate()
         self.sink_proc.wait(10)
         self.pg.stop()
@@ -124,15 +148,12 @@ def build_entries(a: argparse.Namespace, env: Env, table: str, rows: int) -> lis
     for target in a.targets:
         uri = target_uri(env, target)
         for n in a.workers:
-            out.append(
-                Entry(
-                    f"parallelsync {target}",
-                    n,
-                    "parallelsync",
-                    parallelsync_cmd(env.pg.dsn, table, uri, n),
-                    rows,
-                )
-            )
+            for executor in a.executors:
+                name = f"parallelsync {target}" + ("" if executor == "local" else f" {executor}")
+                cmd = parallelsync_cmd(env.pg.dsn, table, uri, n)
+                if executor == "dask":
+                    cmd += ["--executor", "dask", "--scheduler", env.dask_cluster(n)]
+                out.append(Entry(name, n, "parallelsync", cmd, rows))
     return out
 
 
@@ -352,6 +373,13 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="the sink rejects duplicate _ids like a server, so a range that "
         "parallelsync retries is still counted right (costs sink CPU/memory)",
+    )
+    ap.add_argument(
+        "--executors",
+        type=lambda s: s.split(","),
+        default=["local"],
+        help="local (worker processes) and/or dask (the ranges as tasks on a standing "
+        "LocalCluster of N worker processes, 1 thread each, started once by this script)",
     )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per command")
     ap.add_argument("--name", help="results/<name>.json (default from kind and mode)")

@@ -2,7 +2,7 @@
 
 import sys
 
-from parallelsync.cli.main import main
+from parallelsync.cli.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

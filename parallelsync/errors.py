@@ -126,6 +126,21 @@ class WorkerStalled(WorkerDied):
     """A worker sent nothing (no progress, no heartbeat) for --stall-seconds; it was killed."""
 
 
+class ExecutorLost(WorkerDied):
+    """The coordinator lost its Dask scheduler (--executor dask): no range can run or report.
+    Transient: the same copy can run again once the scheduler is back."""
+
+
+class ExecutorMismatch(UsageError):
+    """A Dask worker runs another parallelsync version or transcoder than the coordinator: the
+    documents it wrote could differ from the others'. Install the same version on every host."""
+
+
+class SnapshotMismatch(SourceError):
+    """Two ranges read different snapshots (`pg_current_snapshot()` differs): the copy would not
+    be one consistent image of the table. Terminal: the job fails and drops its temp."""
+
+
 class InternalError(ParallelSyncError):
     """An unexpected exception (a bug), e.g. in a worker process.
 

@@ -23,7 +23,6 @@ from rich.table import Table
 from rich.text import Text
 
 from parallelsync.cdc.slots import human_bytes
-from parallelsync.cli.output import json_event
 from parallelsync.job.progress import duration, human
 from parallelsync.job.report import (
     DONE,
@@ -34,6 +33,7 @@ from parallelsync.job.report import (
     ProgressSnap,
     Snapshot,
 )
+from parallelsync.logs import json_event
 
 # The live display redraws this often: smooth enough to read rates, cheap for the coordinator.
 LIVE_REFRESH_PER_S = 4

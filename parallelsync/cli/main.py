@@ -16,10 +16,12 @@ from typing import Any, TextIO
 
 from parallelsync import __version__
 from parallelsync.cli.help import epilog
-from parallelsync.cli.output import ReportedError, json_event, print_traceback
+from parallelsync.cli.output import ReportedError, print_traceback
 from parallelsync.config import build_config, options_for
 from parallelsync.config.options import COMMANDS_WITH_OPTIONS, OPTIONS, Option, required_for
 from parallelsync.errors import EXIT_FAILED, EXIT_USAGE, ParallelSyncError, UsageError
+from parallelsync.logs import configure as configure_logging
+from parallelsync.logs import json_event, json_requested
 from parallelsync.redact import remember, scrub_known
 
 COMMANDS = {
@@ -173,6 +175,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from parallelsync.config.build import unknown_variables
 
     as_events = "json" in (vars(args).get("log_format"), os.environ.get("PARALLELSYNC_LOG_FORMAT"))
+    configure_logging("json" if as_events else "text")
     if args.command != "config":  # config show reports them in its own output
         for warning in unknown_variables(os.environ):
             if as_events:
@@ -227,15 +230,8 @@ def _show_warning(
 
 
 def _json_logs(args: list[str]) -> bool:
-    """Whether errors that reach main should be JSON events: `--log-format json` on the command
-    line or in the environment (an error in the options themselves may come before the value is
-    known from the config file)."""
-    for i, arg in enumerate(args):
-        if arg == "--log-format" and i + 1 < len(args):
-            return args[i + 1] == "json"
-        if arg.startswith("--log-format="):
-            return arg.split("=", 1)[1] == "json"
-    return os.environ.get("PARALLELSYNC_LOG_FORMAT") == "json"
+    """Whether errors that reach main should be JSON events."""
+    return json_requested(args, os.environ)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

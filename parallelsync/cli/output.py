@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 import traceback
@@ -21,12 +20,6 @@ class ReportedError(ParallelSyncError):
     def __init__(self, exc: ParallelSyncError) -> None:
         super().__init__(str(exc))
         self.exit_code = exc.exit_code
-
-
-def json_event(event: str, **fields: Any) -> str:
-    """One line of `--log-format json` (docs/progress.md): time, event, then the fields."""
-    obj = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "event": event}
-    return json.dumps(obj | fields, default=str)
 
 
 def print_json(obj: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -80,7 +81,7 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
         line = (
             f"{j['_id']}  {status:<8}  {target.get('db')}.{target.get('collection')}"
             f"  rows {totals.get('rows', 0):,}  progress {100 * float(j.get('progress') or 0):.0f}%"
-            f"  started {j.get('started_at')}  elapsed {j.get('elapsed', '-')} s"
+            f"  started {j.get('started_at')}  {elapsed_text(j)}"
         )
         print(shown(j, line))
         if j.get("error"):
@@ -91,6 +92,19 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
         if slot:
             print(f"    {slot_line(j, slot, states, values['source'])}")
     return EXIT_OK
+
+
+def elapsed_text(job: Mapping[str, Any]) -> str:
+    """A finished job's recorded seconds; a running one's time since it started (the job
+    document writes `elapsed` only at the end, so it would read "elapsed None")."""
+    if job.get("elapsed") is not None:
+        return f"elapsed {job['elapsed']} s"
+    started = job.get("started_at")
+    if isinstance(started, dt.datetime):
+        if started.tzinfo is None:  # pymongo returns naive UTC datetimes by default
+            started = started.replace(tzinfo=dt.UTC)
+        return f"running for {(dt.datetime.now(dt.UTC) - started).total_seconds():.0f} s"
+    return "elapsed unknown"
 
 
 def phase_line(phases: Iterable[Mapping[str, Any]]) -> str:

@@ -53,6 +53,8 @@ class CopyConfig:
     db: str = ""
     collection: str = ""
     workers: int = 2
+    executor: str = "local"  # copy: "local" processes or "dask" tasks (workers/dask_pool.py)
+    scheduler: str | None = None  # --executor dask: the scheduler's address (None: a LocalCluster)
     where: str | None = None
     slot: str | None = None
     publication: str | None = None  # copy --slot and follow
@@ -256,6 +258,13 @@ def build_config(
         values["db"] = uri_database(str(target))  # mongodb://host/shop
     if values.get("workers", 1) < 1:
         raise UsageError(f"--workers must be at least 1, got {values['workers']}")
+    if values.get("scheduler") and values.get("executor") != "dask":
+        raise UsageError("--scheduler is for --executor dask: add --executor dask, or drop it")
+    if values.get("scheduler") and target and kind_of(str(target)) == "file":
+        raise UsageError(
+            "a file: target cannot be written by a remote Dask cluster: each worker host would "
+            "write its own files; use a MongoDB target, or --executor dask without --scheduler"
+        )
     if values.get("max_attempts", 1) < 1:
         raise UsageError(f"--max-attempts must be at least 1, got {values['max_attempts']}")
     for name in (

@@ -102,6 +102,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("collection", str, None, "target collection (default: the table name)", TARGETS),
     Option("workers", int, 2, "worker processes", READS),
     Option(
+        "executor",
+        str,
+        "local",
+        "where the ranges are copied: local (worker processes of this host) or dask (tasks on a "
+        "Dask cluster, see docs/scale-out.md; needs parallelsync[dask])",
+        frozenset({COPY}),
+        choices=("local", "dask"),
+    ),
+    Option(
+        "scheduler",
+        str,
+        None,
+        "--executor dask: the Dask scheduler's address (tcp://host:8786); without it, a local "
+        "Dask cluster of --workers processes is started for this copy",
+        frozenset({COPY}),
+    ),
+    Option(
         "where",
         str,
         None,

@@ -47,7 +47,7 @@ from parallelsync.job.resume import (
     fingerprint,
     start_resume,
 )
-from parallelsync.job.schedule import Scheduler
+from parallelsync.job.schedule import JobPool, Scheduler
 from parallelsync.job.state import AbortFlag, RangeState, Result, interrupt, new_job_id
 from parallelsync.redact import scrub_known
 from parallelsync.source import readloop
@@ -108,8 +108,17 @@ class Run:
     swapping: bool = False  # the swap was started: a failure from here on may have replaced it
 
 
+def make_pool(cfg: CopyConfig, log: Callable[[str], None]) -> JobPool:
+    """The local worker processes, or a Dask cluster (imported only then: an optional extra)."""
+    if cfg.executor != "dask":
+        return WorkerPool()
+    from parallelsync.workers.dask_pool import DaskPool
+
+    return DaskPool(cfg.scheduler, cfg.workers, log)
+
+
 def run_workers(
-    pool: WorkerPool,
+    pool: JobPool,
     setup: WorkerSetup,
     states: list[RangeState],
     cfg: CopyConfig,
@@ -154,7 +163,7 @@ class CopyJob:
         self.reporter = reporter or LineReporter()
         self.phases = Phases(self.reporter)
         self.abort = AbortFlag()
-        self.pool = WorkerPool()
+        self.pool = make_pool(cfg, self.log)
         self.started = time.monotonic()
         self.job_id = new_job_id()
 
@@ -195,7 +204,7 @@ class CopyJob:
                 target.sink_spec(run.temp), cfg.batch_rows, cfg.batch_bytes,
                 checksum=cfg.verify == "checksum", oversize=cfg.oversize,
                 lock_timeout=cfg.lock_timeout_seconds, table=prepared.table.display,
-                table_oid=prepared.table.oid,
+                table_oid=prepared.table.oid, log_format=cfg.log_format,
             )  # fmt: skip
             progress = Progress(estimated, self.reporter, ranges=len(states))
             hooks.fire("before_workers", source=cfg.source, table=prepared.table.display,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from parallelsync.errors import ParallelSyncError, WorkerDied, WorkerStalled
+from parallelsync.errors import ParallelSyncError, SnapshotMismatch, WorkerDied, WorkerStalled
 from parallelsync.job.report import WorkerLine
 from parallelsync.job.state import DONE, FAILED, PENDING, RUNNING, RangeState
 from parallelsync.workers.messages import (
@@ -69,6 +69,17 @@ class Pool(Protocol):
     def spawn(self, setup: WorkerSetup) -> int: ...
     def send(self, wid: int, task: RangeTask | None) -> None: ...  # None: exit, nothing left
     def retire(self, wid: int) -> None: ...  # forget a worker (SIGKILL it if still alive)
+
+
+class JobPool(Pool, Protocol):
+    """A pool as a job holds it: the local processes (workers/pool.py) or a Dask cluster
+    (workers/dask_pool.py, --executor dask)."""
+
+    @property
+    def last_unclean_exit(self) -> float | None: ...  # an insert may still land after this
+
+    def prestart(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 def backoff(attempts: int, jitter: float) -> float:
@@ -122,6 +133,9 @@ class Scheduler:
         self.released: set[int] = set()  # workers told to exit: nothing left for them
         self.pids: dict[int, int] = {}  # worker -> its process id (from Ready), for messages
         self.heard: dict[int, float] = {}  # worker -> when it last sent a message (or got a range)
+        # The first range's `pg_current_snapshot()` (Done.snapshot, --executor dask) and its id:
+        # every other range must have read the same one.
+        self.snapshot: tuple[str, int] | None = None
         # Bounds worker starts, so a worker that dies at every start cannot loop forever.
         self.spawn_budget = workers + max_attempts * len(states)
 
@@ -198,6 +212,7 @@ class Scheduler:
                 st.bytes += nbytes
                 self.on_rows(rows, nbytes)
             case Done(wid=wid, range_id=rid) as done:
+                self._same_snapshot(done)
                 st = self.by_id[rid]
                 st.status, st.seconds, st.error, st.digest = DONE, done.seconds, None, done.digest
                 st.skipped, st.skipped_entries = done.skipped, done.skipped_entries
@@ -216,6 +231,23 @@ class Scheduler:
                     raise err
                 self.log(f"worker {wid} could not start ({err}); starting another")
                 self._retire(wid)
+
+    def _same_snapshot(self, done: Done) -> None:
+        """Ranges copied on other hosts each imported the snapshot themselves: they must all have
+        seen the same one, or the copy is not one consistent image of the table."""
+        if not done.snapshot:
+            return
+        if self.snapshot is None:
+            self.snapshot = (done.snapshot, done.range_id)
+            return
+        seen, first = self.snapshot
+        if done.snapshot != seen:
+            raise SnapshotMismatch(
+                f"range {done.range_id} read snapshot {done.snapshot} but range {first} read "
+                f"{seen}: the ranges did not see one snapshot, so the copy would not be "
+                "consistent; nothing was swapped. Check that every host reaches the same "
+                "PostgreSQL server and database"
+            )
 
     def _fail(self, state: RangeState, err: ParallelSyncError, retry_note: str = "") -> None:
         state.error = str(err)

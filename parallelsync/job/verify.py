@@ -116,7 +116,7 @@ def run_verify(cfg: CopyConfig, reporter: Reporter | None = None) -> dict[str, A
                 "verify", cfg.source, snap.name, prepared.projection.layout, sink,
                 cfg.batch_rows, cfg.batch_bytes, checksum=True, oversize=cfg.oversize,
                 lock_timeout=cfg.lock_timeout_seconds, table=prepared.table.display,
-                table_oid=prepared.table.oid,
+                table_oid=prepared.table.oid, log_format=cfg.log_format,
             )  # fmt: skip
             progress = Progress(plan.estimated_rows, reporter, ranges=len(states))
             with phases.run("read") as rec:

@@ -65,6 +65,9 @@ class Done:
     skipped: int = 0  # --oversize skip: documents over 16 MiB left out of this range
     skipped_entries: list[dict[str, Any]] = field(default_factory=list)  # first {_id, size}
     read_loop: str = ""  # which loop read the COPY: "c" or "python" (source/readloop.py)
+    # --executor dask: `pg_current_snapshot()` as the range's transaction saw it, so the
+    # coordinator can check that every host read the same snapshot ("" from local workers).
+    snapshot: str = ""
 
 
 @dataclass(frozen=True)

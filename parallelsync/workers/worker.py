@@ -17,11 +17,13 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from parallelsync import logs
 from parallelsync.errors import InternalError, ParallelSyncError, SourceLockTimeout
 from parallelsync.source import copystream, readloop
 from parallelsync.source.connect import classify, connect
@@ -63,6 +65,7 @@ class WorkerSetup:
     table: str = ""  # schema.table, for messages
     table_oid: int = 0  # to find who holds or waits for a lock on it
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_S
+    log_format: str = "text"  # --log-format: the worker's own warnings (logs.py)
 
 
 def internal_error(exc: BaseException, where: str) -> InternalError:
@@ -76,6 +79,7 @@ def worker_main(
     """Entry point of a worker process (it creates all its clients itself)."""
     # The coordinator handles Ctrl-C for the whole job and stops workers itself (SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logs.configure(setup.log_format)
     lifeline.bind_to_coordinator(lifeline_r)
     lifeline.stop_on_sigterm()
     # Stopping: the range in hand has waited for its insert in flight (copy_range).
@@ -163,6 +167,10 @@ def lock_timeout_error(conn: psycopg.Connection[Any], setup: WorkerSetup) -> Sou
     )
 
 
+class Stopped(Exception):
+    """A range given up by `copy_range`'s `stop`: nobody waits for its result any more."""
+
+
 def warm_up() -> None:
     """The transcoder's start-up check, errors ignored: for the fork server's preload, whose
     workers run it again in serve() and report what fails."""
@@ -180,7 +188,11 @@ def copy_range(
     results: Any,
     digest: Digest | None = None,
     loop: readloop.ReadLoop | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[int, int]:
+    """Copy one range into the sink; `stop` (a Dask task's: its future was cancelled, or its
+    worker lost the scheduler) is asked before each batch and ends the range with `Stopped`."""
+
     def report(rows: int, nbytes: int) -> None:
         results.put(Progress(wid, task.range_id, rows, nbytes))
 
@@ -192,6 +204,8 @@ def copy_range(
     )
     try:
         for buf, start in reader:
+            if stop is not None and stop():
+                raise Stopped("the range was cancelled")
             batch = encoder.encode(buf, start)
             if batch.rows:
                 if digest is not None:

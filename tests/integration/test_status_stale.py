@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -56,7 +57,9 @@ def test_a_killed_coordinators_job_is_shown_stale(
         live = jobs_json(mongo_uri, mongo_db)
         assert [j["status"] for j in live] == ["RUNNING"]
         assert live[0]["stale"] is False and "stale_reason" not in live[0]
-        assert "(stale:" not in status(mongo_uri, mongo_db).stdout
+        text = status(mongo_uri, mongo_db).stdout
+        assert "(stale:" not in text
+        assert re.search(r"RUNNING .* elapsed [\d.]+ s", text) and "None" not in text, text
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

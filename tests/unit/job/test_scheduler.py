@@ -18,6 +18,7 @@ from parallelsync.errors import (
     Aborted,
     EncodeError,
     ParallelSyncError,
+    SnapshotMismatch,
     SourceConnectionLost,
     SourceError,
     TargetUnavailable,
@@ -56,6 +57,7 @@ class Finish:
     digest: Digest | None = None
     skipped: int = 0
     read_loop: str = "c"
+    snapshot: str = ""  # pg_current_snapshot() as a Dask task saw it ("" from local workers)
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ class FakePool:
                             action.digest,
                             action.skipped,
                             read_loop=action.read_loop,
+                            snapshot=action.snapshot,
                         )
                     )
                 case Fail(error=err, linger=linger):
@@ -663,3 +666,29 @@ def test_worker_lines_show_each_worker_starting_copying_and_finished() -> None:
     # A worker's line carries its range and that range's rows so far.
     assert {(0, "copying", 0, 10), (0, "copying", 0, 15), (1, "copying", 1, 0)} <= lines
     assert run.scheduler.ranges_done() == 2
+
+
+# ------------------------------------------------------------------------ one snapshot
+def test_ranges_that_read_the_same_snapshot_finish() -> None:
+    same = [[Rows(10, 100), Finish(snapshot="750:760:752")]]
+    run = make(FakePool(script={0: same, 1: same, 2: same}), 3, workers=2)
+    run.scheduler.run()
+    assert [s.status for s in run.states] == [DONE] * 3
+    assert run.scheduler.snapshot == ("750:760:752", 0)
+
+
+def test_a_range_that_read_another_snapshot_fails_the_job() -> None:
+    """Each Dask task imports the snapshot itself: one that saw another must stop the job
+    (terminal: no retry would make the copy consistent)."""
+    script = {
+        0: [[Rows(10, 100), Finish(snapshot="750:760:752")]],
+        1: [[Rows(10, 100), Finish(snapshot="751:761:")]],
+    }
+    run = make(FakePool(script=script), 2, workers=1)
+    with pytest.raises(SnapshotMismatch) as info:
+        run.scheduler.run()
+    assert str(info.value).startswith(
+        "range 1 read snapshot 751:761: but range 0 read 750:760:752: the ranges did not see "
+        "one snapshot"
+    )
+    assert run.pool.sent() == [(0, 0, 1), (0, 1, 1)]  # no retry
