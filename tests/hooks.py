@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,21 @@ def run_sql(source: str, **_: Any) -> None:
             if statement.strip():
                 conn.execute(statement)
         conn.commit()
+
+
+def run_sql_each(source: str, **_: Any) -> None:
+    """As run_sql, but each statement in a transaction of its own."""
+    with psycopg.connect(os.environ.get(SQL_DSN_ENV) or source, autocommit=True) as conn:
+        for statement in os.environ[SQL_ENV].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+
+def terminate_self(**_: Any) -> None:
+    """SIGTERM to this very process, as a user's `kill PID` at this point (once)."""
+    if not os.environ.get("PSYNC_TEST_TERMINATED"):
+        os.environ["PSYNC_TEST_TERMINATED"] = "1"
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # The advisory lock that `block_first_range` makes a range wait for; the test holds it.

@@ -109,10 +109,16 @@ class Applier:
     shape: list[tuple[str, int]] | None = None
     rule: ShapeRule | None = None  # None: any difference from `shape` stops
     jobs: ChangedRowJobs | None = None  # --changed-rows-collection
+    # copy --follow's catch-up into a temp collection that nothing of this stream reached
+    # before: no transaction is a replay, and transactions are written in shared chunks instead
+    # of one bulk write each (nothing is checkpointed per transaction; the caller flushes
+    # before it relies on what was applied).
+    catch_up: bool = False
     totals: Totals = field(default_factory=Totals)
     _txn: _Txn | None = None
     _ops: list[Op] = field(default_factory=list)
     _bytes: int = 0
+    _mark: int = 0  # where the transaction in flight starts in _ops (a catch-up shares chunks)
     _raw: Collection[Any] | None = None
     _first: bool = True  # no transaction of the table applied yet by this run
 
@@ -120,12 +126,25 @@ class Applier:
     def in_transaction(self) -> bool:
         return self._txn is not None
 
+    def retarget(self, coll: Collection[Any]) -> None:
+        """Write into `coll` from the next transaction on (copy --follow's swap renamed the temp
+        collection written so far to it), one bulk write per transaction from now on: only
+        between transactions, with nothing pending."""
+        assert self._txn is None and not self._ops
+        self.coll, self._raw, self.catch_up = coll, None, False
+
+    def flush(self) -> None:
+        """Write what is pending (catch-up: the transactions applied since the last chunk)."""
+        self._flush()
+
     def feed(self, msg: Decoded) -> Commit | None:
         """Process one message; returns the Commit of a transaction now written (to checkpoint)."""
         if isinstance(msg, Begin):
             # Checkpoints are commit ends (or idle positions): a commit record that starts
             # before one ends at or before it, so that transaction was applied already.
-            self._txn = _Txn(msg, skip=msg.final_lsn < self.checkpoint, replay=self._first)
+            replay = self._first and not self.catch_up
+            self._mark = len(self._ops)
+            self._txn = _Txn(msg, skip=msg.final_lsn < self.checkpoint, replay=replay)
             return None
         if isinstance(msg, Relation):
             if msg.relid == self.table.oid:
@@ -137,13 +156,18 @@ class Applier:
             txn, self._txn = self._txn, None
             if txn is None or txn.skip or msg.end_lsn <= self.checkpoint:
                 self.totals.skipped += 1
-                self._ops, self._bytes = [], 0
+                # Only this transaction's pending operations: a catch-up's chunk holds earlier
+                # ones too, which are applied. (Its jobs: copy --follow refuses
+                # --changed-rows-collection, so a chunk of jobs is one transaction's.)
+                del self._ops[self._mark :]
+                self._bytes = 0 if not self._ops else self._bytes
                 if self.jobs is not None:
                     self.jobs.discard()
                 return None
             if txn.changes == 0:  # nothing of the table: its end is an idle position
                 return None
-            self._flush()
+            if not self.catch_up:
+                self._flush()
             self._first = False
             self.totals.transactions += 1
             self.totals.changes += txn.changes
@@ -250,7 +274,7 @@ class Applier:
     def _flush(self) -> None:
         if not self._ops:
             return
-        ops, self._ops, self._bytes = self._ops, [], 0
+        ops, self._ops, self._bytes, self._mark = self._ops, [], 0, 0
         self.totals.bulk_writes += 1
         self.totals.largest_write = max(self.totals.largest_write, len(ops))
         for attempt in range(1, WRITE_ATTEMPTS + 1):

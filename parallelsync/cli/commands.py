@@ -58,7 +58,8 @@ def run_copy(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:
             print_traceback(result.exception)
         if not isinstance(display, JsonDisplay):
             print(f"parallelsync: error: {result.error}", file=sys.stderr)
-    return result.exit_code if result.status != "FINISHED" else EXIT_OK
+    # copy --follow: a FINISHED copy whose follow part failed after the swap has an error.
+    return result.exit_code if result.status != "FINISHED" or result.error else EXIT_OK
 
 
 def run_verify(cfg: CopyConfig, *, as_json: bool, debug: bool = False) -> int:

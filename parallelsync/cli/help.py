@@ -17,6 +17,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         f"parallelsync copy {SRC} --table sales.orders {WHERE} \\\n"
         f"      {TGT} --db shop --collection orders_2024 --verify checksum --json",
         f"parallelsync copy {SRC} --table orders {TGT} --db shop --workers 4 --resume last",
+        f"parallelsync copy {SRC} --table orders {TGT} --db shop --slot orders_sync --follow",
     ),
     "plan": (
         f"parallelsync plan {SRC} --table orders --workers 8",

@@ -57,6 +57,25 @@ SWAP_SHOWN = {
 }
 
 
+def _follow_rows(r: Result) -> list[tuple[str, str]]:
+    """copy --follow: the catch-up at the swap and how the follow after it ended."""
+    swap, follow = r.extra.get("swap"), r.extra.get("follow")
+    out = []
+    if swap:
+        lag_s = swap.get("lag_seconds_at_swap")
+        out.append((
+            "caught up", f"{swap['changes_before_swap']:,} changes, swapped at "
+            f"{swap['swap_lsn']}, lag {swap.get('lag_bytes_at_swap') or 0:,} bytes / "
+            f"{lag_s or 0:.1f} s",
+        ))  # fmt: skip
+    if follow:
+        out.append((
+            "follow", f"{follow['status']} ({follow['reason']}) at {follow['applied_lsn']}, "
+            f"{follow['changes']:,} changes in all",
+        ))  # fmt: skip
+    return out
+
+
 def print_summary(r: Result) -> None:
     rate = r.rows / r.seconds if r.seconds > 0 else 0.0
     rows = [
@@ -74,6 +93,7 @@ def print_summary(r: Result) -> None:
     ]
     if r.extra.get("swap_outcome"):
         rows.append(("swap", SWAP_SHOWN.get(str(r.extra["swap_outcome"]), "-")))
+    rows += _follow_rows(r)
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}", file=sys.stderr)

@@ -84,9 +84,12 @@ class CopyConfig:
     require_snapshot_consistency: bool = False
     stall_seconds: float = DEFAULT_STALL_S
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_S
-    stop_at_end: bool = False  # follow
-    idle_exit: float | None = None  # follow
-    max_retained_wal_mb: float = 1024.0  # follow
+    stop_at_end: bool = False  # follow, copy --follow
+    idle_exit: float | None = None  # follow, copy --follow
+    max_retained_wal_mb: float = 1024.0  # follow, copy --follow
+    follow: bool = False  # copy
+    swap_lag_seconds: float = 5.0  # copy --follow
+    catch_up_timeout_seconds: float = 3600.0  # copy --follow
     target_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_S
     long_timeout_seconds: float = DEFAULT_LONG_TIMEOUT_S
     # The `[mapping]` table of the config file (file only: it is structured).

@@ -351,18 +351,44 @@ OPTIONS: tuple[Option, ...] = (
         choices=("fail", "skip"),
     ),
     Option(
+        "follow",
+        bool,
+        False,
+        "with --slot: after the copy, apply the changes made meanwhile to the temp collection, "
+        "swap once it is caught up (--swap-lag-seconds), then keep following the target",
+        frozenset({COPY}),
+    ),
+    Option(
+        "swap_lag_seconds",
+        float,
+        5.0,
+        "copy --follow: swap once the temp collection has reached the server's WAL position, or "
+        "is at most this many seconds behind the table",
+        frozenset({COPY}),
+    ),
+    Option(
+        "catch_up_timeout_seconds",
+        float,
+        3600.0,
+        "copy --follow: fail (target unchanged) when the catch-up has not got within "
+        "--swap-lag-seconds after this many seconds (writers faster than the apply); 0: no bound",
+        frozenset({COPY}),
+    ),
+    Option(
         "stop_at_end",
         bool,
         False,
-        "apply the changes up to the WAL position current at the start, then exit",
-        frozenset({FOLLOW}),
+        "follow: apply the changes up to the WAL position current at the start, then exit; "
+        "copy --follow: exit once the swap is done and the WAL written until then is applied",
+        frozenset({COPY, FOLLOW}),
     ),
     Option(
         "idle_exit",
         float,
         None,
-        "exit when no change came for this many seconds",
-        frozenset({FOLLOW}),
+        "follow (and copy --follow, after the swap): exit when no change came for this many "
+        "seconds",
+        frozenset({COPY, FOLLOW}),
     ),
     Option(
         "max_retained_wal_mb",
@@ -370,7 +396,7 @@ OPTIONS: tuple[Option, ...] = (
         1024.0,
         "warn when the slot keeps more WAL than this many MB on the source (follow is behind "
         "or was stopped: the source cannot remove that WAL)",
-        frozenset({FOLLOW}),
+        frozenset({COPY, FOLLOW}),
     ),
 )
 

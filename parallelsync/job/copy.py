@@ -30,6 +30,7 @@ from parallelsync.errors import (
 from parallelsync.job import hooks, jobdoc
 from parallelsync.job.checks import check_counts, expected_documents, verify_checksums
 from parallelsync.job.cleanup import drop_temp
+from parallelsync.job.copy_follow import CopyFollow
 from parallelsync.job.phases import (
     Prepared,
     make_plan,
@@ -56,6 +57,7 @@ from parallelsync.source.snapshot import Snapshot, SnapshotHolder, drop_slot
 from parallelsync.targets import Target, open_target
 from parallelsync.targets.base import JobStore, NullJobs, temp_name
 from parallelsync.targets.mongodb.jobs import ABORTED, FAILED, FINISHED
+from parallelsync.targets.mongodb.target import MongoTarget
 from parallelsync.workers.pool import WorkerPool
 from parallelsync.workers.worker import WorkerSetup
 
@@ -254,18 +256,10 @@ class CopyJob:
                 target.seal(run.temp)
             if self.abort.requested:
                 raise Aborted("the job was interrupted before the swap; the target is unchanged")
-            hooks.fire("before_swap", target_uri=cfg.target, db=cfg.db, temp=run.temp,
-                       collection=cfg.collection)  # fmt: skip
-            run.swapping = True
-            with phases.run("swap"):
-                note = target.swap(run.temp, self.log)
-            run.temp_live, run.swapping = False, False
-            result.status, result.seconds = FINISHED, time.monotonic() - self.started
-            result.extra["swap_outcome"] = SWAP_DONE
-            done = self._totals(states, result) | {"swap_outcome": SWAP_DONE}
-            if note:  # the rename's answer was lost; looking showed it took place
-                done["swap_note"] = note
-            run.jobs.finish(FINISHED, done)
+            if cfg.follow:
+                self._follow(prepared, target, run, states, snap, result)
+                return result
+            self._swap(target, run, states, result)
             if run.holder is not None:
                 run.holder.close()  # keep the slot: change capture resumes from it
             if run.resumed is not None and run.slot and snap.consistent_lsn:
@@ -303,6 +297,63 @@ class CopyJob:
             if run.target is not None:
                 run.target.close()
             self.abort.restore()
+
+    def _swap(
+        self,
+        target: Target,
+        run: Run,
+        states: list[RangeState],
+        result: Result,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        """The rename of the temp collection over the target, then the job FINISHED."""
+        cfg = self.cfg
+        hooks.fire("before_swap", target_uri=cfg.target, db=cfg.db, temp=run.temp,
+                   collection=cfg.collection)  # fmt: skip
+        run.swapping = True
+        with self.phases.run("swap"):
+            note = target.swap(run.temp, self.log)
+        run.temp_live, run.swapping = False, False
+        result.status, result.seconds = FINISHED, time.monotonic() - self.started
+        result.extra["swap_outcome"] = SWAP_DONE
+        done = self._totals(states, result) | {"swap_outcome": SWAP_DONE} | (fields or {})
+        if note:  # the rename's answer was lost; looking showed it took place
+            done["swap_note"] = note
+        run.jobs.finish(FINISHED, done)
+
+    def _follow(
+        self,
+        prepared: Prepared,
+        target: Target,
+        run: Run,
+        states: list[RangeState],
+        snap: Snapshot,
+        result: Result,
+    ) -> None:
+        """copy --follow (job/copy_follow.py): catch up, swap, follow until told to stop."""
+        assert isinstance(target, MongoTarget) and snap.consistent_lsn
+        self.pool.stop()  # the workers' source connections are not needed while following
+        if run.holder is not None:
+            # Every worker is done with the snapshot: the slot must be free for the stream.
+            run.holder.close()
+        cutover = CopyFollow(
+            self.cfg, prepared, target, run.job_id, run.temp, run.jobs, snap.consistent_lsn,
+            self.phases, self.reporter, self.abort,
+        )  # fmt: skip
+
+        def swap(figures: dict[str, Any]) -> None:
+            self._swap(target, run, states, result, {"follow": figures})
+            result.extra["swap"] = figures
+
+        follow = cutover.run(swap)
+        result.extra["follow"] = follow.as_json()
+        if cutover.failure is not None:
+            exc = cutover.failure
+            result.error = str(exc)
+            result.exit_code = (
+                exc.exit_code if isinstance(exc, ParallelSyncError) else Aborted.exit_code
+            )
+            result.exception = exc
 
     def _counts(
         self,

@@ -22,26 +22,29 @@ from types import FrameType
 from typing import Any
 
 import psycopg
+from pymongo.collection import Collection
 
 from parallelsync.cdc.apply import Applier, ShapeRule, check_columns, columns_of
-from parallelsync.cdc.decode import decode
 from parallelsync.cdc.documents import RowEncoder, check_followable
 from parallelsync.cdc.follow_changed import ChangedRowJobs
 from parallelsync.cdc.late_publication import create_late_publication
 from parallelsync.cdc.peek import flush_position
 from parallelsync.cdc.publication import check_covers, relations
 from parallelsync.cdc.slots import list_slots
-from parallelsync.cdc.stream import (
-    BINARY_SINCE,
-    Keepalive,
-    ReplicationStream,
-    format_lsn,
-    parse_lsn,
-    unix_seconds,
-)
+from parallelsync.cdc.stream import BINARY_SINCE, ReplicationStream, format_lsn, parse_lsn
 from parallelsync.config import CopyConfig
 from parallelsync.errors import SourceError, UsageError
-from parallelsync.job import hooks
+from parallelsync.job.follow_loop import (
+    CAUGHT_UP,
+    END,
+    IDLE,
+    STOPPED,
+    Checkpoints,
+    FollowLoop,
+    StopFlag,
+    Until,
+    doc_of,
+)
 from parallelsync.job.follow_stats import FollowMonitor
 from parallelsync.job.report import FollowSnapshot, LineReporter, Phases, Reporter
 from parallelsync.mapping.projection import Projection, build_projection
@@ -52,16 +55,6 @@ from parallelsync.targets import check_target, kind_of
 from parallelsync.targets.mongodb.follow_state import FollowState, latest_copy
 from parallelsync.targets.mongodb.target import MongoTarget
 
-# How long one read waits before the loop looks at signals, deadlines and idle positions.
-POLL_S = 0.5
-# An idle keepalive position is stored (one MongoDB write) at most this often.
-IDLE_STORE_S = 1.0
-# The display gets a new snapshot this often (it prints one every --progress-seconds).
-PROGRESS_S = 0.25
-# The statistics in the follow state document are refreshed this often without a checkpoint.
-STATS_STORE_S = 5.0
-# --stop-at-end follows WAL written after its end position was taken at most this many times.
-END_EXTENSIONS = 3
 # A slot in use at start is waited for this long (a killed follow's walsender exiting), looked
 # at this often.
 SLOT_WAIT_S = 5.0
@@ -103,10 +96,7 @@ def _preflight(cfg: CopyConfig, log: Callable[[str], None]) -> Prepared:
     if not cfg.slot:
         raise UsageError("--slot is required: the slot a `copy --slot NAME` made")
     check_slot_name(cfg.slot)
-    if cfg.stop_at_end and cfg.idle_exit is not None:
-        raise UsageError("--stop-at-end and --idle-exit exclude each other: choose one")
-    if cfg.idle_exit is not None and cfg.idle_exit <= 0:
-        raise UsageError(f"--idle-exit must be more than 0 seconds, got {cfg.idle_exit}")
+    _check_stop_options(cfg)
     if kind_of(cfg.target) != "mongodb":
         raise UsageError("follow writes into MongoDB: --target must be a MongoDB URI")
     check_target(
@@ -116,11 +106,7 @@ def _preflight(cfg: CopyConfig, log: Callable[[str], None]) -> Prepared:
     publication = cfg.publication or cfg.slot
     with connect(cfg.source, autocommit=True) as conn:
         check_logical(conn)
-        if conn.info.server_version < BINARY_SINCE:
-            raise SourceError(
-                "follow needs PostgreSQL 14 or later (pgoutput's binary values are what make a "
-                f"followed document the copy's bytes); the source is {conn.info.server_version}"
-            )
+        _check_version(conn)
         table = resolve_table(conn, cfg.table)
         proj = _projection(cfg, table)
         _check_identity(conn, table, proj)
@@ -133,7 +119,74 @@ def _preflight(cfg: CopyConfig, log: Callable[[str], None]) -> Prepared:
     return Prepared(table, proj, publication, confirmed, end)
 
 
-def _projection(cfg: CopyConfig, table: TableInfo) -> Projection:
+def check_follow_options(cfg: CopyConfig) -> None:
+    """copy: --follow and the follow options it takes, refused when they cannot work."""
+    follow_only = [f for f, on in (("--stop-at-end", cfg.stop_at_end),
+                                   ("--idle-exit", cfg.idle_exit is not None)) if on]  # fmt: skip
+    if not cfg.follow:
+        if follow_only:
+            raise UsageError(
+                f"{' and '.join(follow_only)} tell(s) a copy when to stop following: pass "
+                "--follow too (or use `parallelsync follow` after the copy)"
+            )
+        return
+    if not cfg.slot:
+        raise UsageError(
+            "--follow applies the changes made during the copy from its replication slot: pass "
+            "--slot NAME too"
+        )
+    if kind_of(cfg.target) != "mongodb":
+        raise UsageError(
+            f"--follow applies changes to a MongoDB collection; a {kind_of(cfg.target)}: target "
+            "cannot take them: use a MongoDB target or leave out --follow"
+        )
+    if cfg.resume:
+        raise UsageError(
+            "--follow does not combine with --resume: resume the copy without --follow, then run "
+            f"`parallelsync follow --slot {cfg.slot} ...`, which starts at the resumed copy's "
+            "consistent LSN (nothing is lost, the swapped-in collection is only less recent)"
+        )
+    if cfg.changed_rows_collection:
+        raise UsageError(
+            "--changed-rows-collection reads the slot after the swap, which --follow streams: "
+            "leave out one of them"
+        )
+    _check_stop_options(cfg)
+    if cfg.swap_lag_seconds < 0:
+        raise UsageError(f"--swap-lag-seconds must be 0 or more, got {cfg.swap_lag_seconds:g}")
+    if cfg.catch_up_timeout_seconds < 0:
+        raise UsageError(
+            f"--catch-up-timeout-seconds must be 0 (no bound) or more, got "
+            f"{cfg.catch_up_timeout_seconds:g}"
+        )
+
+
+def _check_stop_options(cfg: CopyConfig) -> None:
+    if cfg.stop_at_end and cfg.idle_exit is not None:
+        raise UsageError("--stop-at-end and --idle-exit exclude each other: choose one")
+    if cfg.idle_exit is not None and cfg.idle_exit <= 0:
+        raise UsageError(f"--idle-exit must be more than 0 seconds, got {cfg.idle_exit:g}")
+
+
+def check_followable_copy(
+    conn: psycopg.Connection[Any], table: TableInfo, proj: Projection, cfg: CopyConfig
+) -> None:
+    """copy --follow: the checks `follow` makes of the source, at the copy's preflight."""
+    _check_version(conn)
+    _check_table(cfg, table)
+    check_followable(proj)
+    _check_identity(conn, table, proj)
+
+
+def _check_version(conn: psycopg.Connection[Any]) -> None:
+    if conn.info.server_version < BINARY_SINCE:
+        raise SourceError(
+            "follow needs PostgreSQL 14 or later (pgoutput's binary values are what make a "
+            f"followed document the copy's bytes); the source is {conn.info.server_version}"
+        )
+
+
+def _check_table(cfg: CopyConfig, table: TableInfo) -> None:
     if table.relkind == "p":
         # Checked on PostgreSQL 15: with publish_via_partition_root a TRUNCATE of one partition
         # is not sent at all; without it, changes carry each partition's own relation.
@@ -152,6 +205,10 @@ def _projection(cfg: CopyConfig, table: TableInfo) -> Projection:
         )
     if not table.primary_key and not cfg.key:
         raise UsageError(f"{table.display} has no primary key: follow needs one to find documents")
+
+
+def _projection(cfg: CopyConfig, table: TableInfo) -> Projection:
+    _check_table(cfg, table)
     proj = build_projection(table, cfg)
     check_followable(proj)
     return proj
@@ -325,135 +382,127 @@ def _follow(
         "target": {"db": cfg.db, "collection": cfg.collection}, "start_lsn": result.start_lsn,
         "columns": [list(c) for c in shape], "error": None,
     })  # fmt: skip
-    stream = ReplicationStream(
-        cfg.source,
-        cfg.slot,
-        prepared.publication,
-        application_name=f"parallelsync follow {cfg.slot}",
-    )
-    encoder = RowEncoder(prepared.projection, [c.name for c in table.columns])
-    rule = _shape_rule(cfg, prepared.projection)
+    rule = shape_rule(cfg, prepared.projection)
     jobs = None
     if cfg.changed_rows_collection:
-        coll = target.db[cfg.changed_rows_collection]
-        jobs = ChangedRowJobs(coll, job_id, cfg.table)
-    applier = Applier(
-        table, encoder, target.db[cfg.collection], checkpoint=start, shape=shape, rule=rule,
-        jobs=jobs,
-    )  # fmt: skip
-    monitor = FollowMonitor(
-        cfg.source, cfg.slot, int(cfg.max_retained_wal_mb * 1e6), reporter.warning
-    )
-    seen = start  # the furthest position the stream has shown
-    seen_clock: float | None = None  # the server time of that position (a keepalive's clock)
-    end_lsn = prepared.end_lsn
-    extensions = 0
-    last_change = last_store = last_note = last_progress = time.monotonic()
-
-    def stats() -> FollowSnapshot:
-        t = applier.totals
-        return monitor.snapshot(applier.checkpoint, t.transactions, t.changes)
-
-    def checkpoint(lsn: int, *, idle: bool = False) -> None:
-        nonlocal last_store
-        t = applier.totals
-        if not idle:
-            hooks.fire("follow_applied", lsn=format_lsn(lsn), transactions=t.transactions)
-        state.store(format_lsn(lsn), lsn, _doc(stats()))
-        hooks.fire("follow_stored", lsn=format_lsn(lsn), transactions=t.transactions, idle=idle)
-        stream.confirm(lsn)  # only after MongoDB holds the checkpoint
-        result.applied_lsn = format_lsn(lsn)
-        last_store = time.monotonic()
-
+        jobs = ChangedRowJobs(target.db[cfg.changed_rows_collection], job_id, cfg.table)
     try:
         # A change of the table between two runs shows in the catalog even when no change of
         # the new shape is in the stream yet.
         check_columns(table, columns_of(table), shape, "the table now", rule)
-        stream.open(start)
-        monitor.poll(force=True)
-        reporter.warning(
-            f"following {table.display} -> {target.display} from {format_lsn(start)} "
-            f"(slot {cfg.slot})"
-        )
-        while True:
-            msg = stream.read(POLL_S)
-            idle = not applier.in_transaction
-            if isinstance(msg, Keepalive):
-                if msg.end > seen:
-                    seen, seen_clock = msg.end, unix_seconds(msg.clock)
-            elif msg is not None:
-                seen = max(seen, msg.start)
-                commit = applier.feed(decode(msg.payload))
-                if commit is not None:
-                    monitor.applied_time = unix_seconds(commit.commit_time)
-                    checkpoint(commit.end_lsn)
-                    seen = max(seen, commit.end_lsn)
-                    last_change = time.monotonic()
-                idle = not applier.in_transaction
-            now = time.monotonic()
-            if (
-                idle
-                and seen > applier.checkpoint
-                and (now - last_store >= IDLE_STORE_S or end_lsn is not None)
-            ):
-                # Nothing received is unapplied: the position the server showed is applied.
-                applier.checkpoint = seen
-                if seen_clock is not None:
-                    monitor.applied_time = seen_clock
-                checkpoint(seen, idle=True)
-            if now - last_progress >= PROGRESS_S:
-                monitor.poll()
-                reporter.progress(stats())
-                last_progress = now
-            if now - max(last_store, last_note) >= STATS_STORE_S:
-                state.note(_doc(stats()))
-                last_note = now
-            if not idle:
-                continue
-            if stop.requested:
-                result.status, result.reason = "STOPPED", "stopped by a signal"
-                break
-            if end_lsn is not None:
-                if applier.checkpoint >= end_lsn:
-                    # Reached: measure the server again, so the lag reported is the lag now;
-                    # WAL written meanwhile (other tables, the server's own records) is
-                    # followed up to a few times, never chased for ever.
-                    monitor.poll(force=True)
-                    server = monitor.server_lsn or 0
-                    if server <= applier.checkpoint or extensions >= END_EXTENSIONS:
-                        result.status, result.reason = "FINISHED", "reached the end position"
-                        break
-                    end_lsn, extensions = server, extensions + 1
-                if msg is None:
-                    stream.send_status(reply=True)  # ask for the server's position
-            if cfg.idle_exit is not None and now - last_change >= cfg.idle_exit:
-                result.status, result.reason = "FINISHED", f"idle for {cfg.idle_exit:g} s"
-                break
     except BaseException as exc:
-        result.status, result.reason = "FAILED", str(exc)
-        _totals(result, applier, stats())
-        with contextlib.suppress(Exception):  # the error itself is what the user must see
-            state.finish("FAILED", {
-                "error": str(exc),
-                "last_error": {"message": str(exc), "at": _utcnow(), "job_id": job_id},
-                **_doc(stats()),
-            })  # fmt: skip
+        _fail_early(state, result, job_id, exc)
         raise
+    with open_loop(
+        cfg, table, prepared.projection, prepared.publication, target.db[cfg.collection],
+        start=start, shape=shape, checkpoints=state, stop=stop, reporter=reporter,
+        result=result, jobs=jobs,
+    ) as loop:  # fmt: skip
+        try:
+            loop.open(start)
+            reporter.warning(
+                f"following {table.display} -> {target.display} from {format_lsn(start)} "
+                f"(slot {cfg.slot})"
+            )
+            why = loop.run(Until(end_lsn=prepared.end_lsn, idle_exit=cfg.idle_exit))
+            result.status = "STOPPED" if why == STOPPED else "FINISHED"
+            result.reason = reason(why, cfg)
+        except BaseException as exc:
+            fail_state(state, loop, result, job_id, exc)
+            raise
+        finish_state(state, loop, result, reporter)
+
+
+def reason(why: str, cfg: CopyConfig) -> str:
+    """What `FollowLoop.run`'s answer means, for the user."""
+    return {
+        STOPPED: "stopped by a signal", END: "reached the end position",
+        IDLE: f"idle for {cfg.idle_exit or 0:g} s", CAUGHT_UP: "caught up",
+    }.get(why, why)  # fmt: skip
+
+
+@contextmanager
+def open_loop(
+    cfg: CopyConfig,
+    table: TableInfo,
+    projection: Projection,
+    publication: str,
+    coll: Collection[Any],
+    *,
+    start: int,
+    shape: list[tuple[str, int]],
+    checkpoints: Checkpoints,
+    stop: StopFlag,
+    reporter: Reporter,
+    result: FollowResult,
+    catch_up: bool = False,
+    jobs: ChangedRowJobs | None = None,
+) -> Iterator[FollowLoop]:
+    """The loop that applies the slot's stream from `start` into `coll` (`loop.open()` starts
+    the stream); the stream is closed on the way out. Column changes are judged by the
+    mapping's rule (`shape_rule`), for follow and copy --follow alike."""
+    assert cfg.slot is not None
+    stream = ReplicationStream(
+        cfg.source, cfg.slot, publication, application_name=f"parallelsync follow {cfg.slot}"
+    )
+    encoder = RowEncoder(projection, [c.name for c in table.columns])
+    applier = Applier(
+        table, encoder, coll, checkpoint=start, shape=shape, rule=shape_rule(cfg, projection),
+        jobs=jobs, catch_up=catch_up,
+    )  # fmt: skip
+    monitor = FollowMonitor(
+        cfg.source, cfg.slot, int(cfg.max_retained_wal_mb * 1e6), reporter.warning
+    )
+
+    def applied(lsn: str) -> None:
+        result.applied_lsn = lsn
+
+    loop = FollowLoop(stream, applier, monitor, checkpoints, stop, reporter, on_applied=applied)
+    try:
+        yield loop
     finally:
         stream.close()
         monitor.close()
-    monitor.poll(force=True)
-    final = stats()
+
+
+def _fail_early(state: FollowState, result: FollowResult, job_id: str, exc: BaseException) -> None:
+    result.status, result.reason = "FAILED", str(exc)
+    with contextlib.suppress(Exception):
+        state.finish("FAILED", {
+            "error": str(exc),
+            "last_error": {"message": str(exc), "at": _utcnow(), "job_id": job_id},
+        })  # fmt: skip
+
+
+def fail_state(
+    state: FollowState, loop: FollowLoop, result: FollowResult, job_id: str, exc: BaseException
+) -> None:
+    """The run failed: the result and the state document say so (the error is re-raised)."""
+    result.status, result.reason = "FAILED", str(exc)
+    _totals(result, loop.applier, loop.stats())
+    with contextlib.suppress(Exception):  # the error itself is what the user must see
+        state.finish("FAILED", {
+            "error": str(exc),
+            "last_error": {"message": str(exc), "at": _utcnow(), "job_id": job_id},
+            **doc_of(loop.stats()),
+        })  # fmt: skip
+
+
+def finish_state(
+    state: FollowState, loop: FollowLoop, result: FollowResult, reporter: Reporter
+) -> None:
+    loop.monitor.poll(force=True)
+    final = loop.stats()
     reporter.progress(final)
-    _totals(result, applier, final)
-    state.finish(result.status, {"reason": result.reason, **_doc(final)})
+    _totals(result, loop.applier, final)
+    state.finish(result.status, {"reason": result.reason, **doc_of(final)})
     reporter.warning(
         f"follow {result.status.lower()}: {result.reason}; {result.transactions} transactions, "
         f"{result.changes} changes applied, at {result.applied_lsn}"
     )
 
 
-def _shape_rule(cfg: CopyConfig, proj: Projection) -> ShapeRule:
+def shape_rule(cfg: CopyConfig, proj: Projection) -> ShapeRule:
     """The column changes a fresh copy with this mapping would not write either."""
     m = cfg.mapping
     return ShapeRule(
@@ -461,13 +510,6 @@ def _shape_rule(cfg: CopyConfig, proj: Projection) -> ShapeRule:
         mentioned=frozenset(m.mentioned() | set(cfg.key or ())),
         ignores_new=m.include is not None and m.new_columns == "ignore",
     )
-
-
-def _doc(snap: FollowSnapshot) -> dict[str, Any]:
-    """The statistics for the follow state document (applied_lsn is the checkpoint's own)."""
-    doc = snap.as_doc()
-    del doc["applied_lsn"]
-    return doc
 
 
 def _utcnow() -> dt.datetime:
@@ -481,5 +523,5 @@ def _totals(result: FollowResult, applier: Applier, snap: FollowSnapshot) -> Non
     result.write_retries = t.retries
     if applier.jobs is not None:
         result.changed_rows = applier.jobs.written
-    result.extra = _doc(snap)
+    result.extra = doc_of(snap)
     del result.extra["transactions"], result.extra["changes"]

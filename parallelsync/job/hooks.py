@@ -18,6 +18,9 @@ Points and their context:
                   stored yet: lsn (its commit end), transactions (applied by this run)
   follow_stored   follow: the checkpoint is stored in MongoDB, the server is not told yet:
                   lsn, transactions, idle (an idle keepalive position, not a transaction's)
+  catch_up_applied  copy --follow, before the swap: a transaction is applied to the temp
+                  collection (written with its chunk; nothing is stored or confirmed): lsn,
+                  transactions
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from parallelsync.cdc.publication import PublicationPlan, plan_publication
 from parallelsync.config import CopyConfig
 from parallelsync.errors import SourceError, UsageError
 from parallelsync.job.checks import mongo_filter
+from parallelsync.job.follow import check_follow_options, check_followable_copy
 from parallelsync.job.state import RangeState
 from parallelsync.mapping.projection import Projection, build_projection, check_projection
 from parallelsync.source.capacity import COPY_EXTRA, VERIFY_EXTRA, cap_workers, connection_capacity
@@ -92,6 +93,8 @@ def preflight(cfg: CopyConfig, log: Callable[[str], None] = _stderr) -> Prepared
         if cfg.slot:
             check_logical(pg)
             check_replication_role(pg)
+            if cfg.follow:  # what follow needs, before an hour of copying, not after it
+                check_followable_copy(pg, table, proj, cfg)
             if not cfg.resume and slot_exists(pg, cfg.slot):
                 raise SourceError(
                     f"replication slot {cfg.slot!r} already exists: another job or consumer "
@@ -118,6 +121,8 @@ def slot_features(cfg: CopyConfig) -> list[str]:
         out.append("--changed-rows-collection")
     if cfg.require_snapshot_consistency:
         out.append("--require-snapshot-consistency")
+    if cfg.follow:
+        out.append("--follow")
     return out
 
 
@@ -135,6 +140,7 @@ def check_slot_features(cfg: CopyConfig) -> None:
             "--changed-rows-collection reads the rows changed during the copy from a "
             "replication slot: pass --slot NAME too"
         )
+    check_follow_options(cfg)
     if cfg.changed_rows_collection and kind_of(cfg.target) != "mongodb":
         raise UsageError(
             f"--changed-rows-collection writes a collection next to the target, which a "

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 # Every phase name a job reports, in the order a copy runs them; `verify` runs preflight,
 # snapshot and plan, then reads the source with the workers ("read"), digests the target
 # ("compare") and lists sample keys of differing ranges ("samples"); `follow` runs preflight,
-# then "follow" until it stops.
+# then "follow" until it stops; `copy --follow` runs "catch-up" after "indexes", then "swap",
+# then "follow".
 PHASES = (
     "preflight", "snapshot", "plan", "copy", "catch-up", "count", "checksums", "indexes",
     "swap", "changed-rows", "read", "compare", "samples", "follow",
@@ -27,8 +28,9 @@ PHASES = (
 # The phases whose progress is counted in rows (the workers run): displays show totals and
 # worker lines for these, a spinner with the elapsed time for the others.
 WORKER_PHASES = frozenset({"copy", "read"})
-# The phases that hand the reporter progress snapshots: the worker phases and follow.
-PROGRESS_PHASES = WORKER_PHASES | {"follow"}
+# The phases that hand the reporter progress snapshots: the worker phases and follow (also
+# copy --follow's catch-up, which runs follow's loop into the temp collection).
+PROGRESS_PHASES = WORKER_PHASES | {"follow", "catch-up"}
 
 STARTED, DONE, FAILED = "started", "done", "failed"
 

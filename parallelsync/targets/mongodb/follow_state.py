@@ -27,6 +27,8 @@ def state_id(db: str, collection: str) -> str:
 
 
 class FollowState:
+    durable = True  # a checkpoint stored here is confirmed to the server (job/follow_loop.py)
+
     def __init__(self, stats: Collection[Any], db: str, collection: str) -> None:
         self._coll = stats
         self.id = state_id(db, collection)
