@@ -33,7 +33,13 @@ echo "test: ruff check"
 ruff check parallelsync tests benchmarks scripts || failed+=(ruff)
 echo "test: mypy"
 mypy || failed+=(mypy)
-workers=${PARALLELSYNC_TEST_WORKERS:-2}
+# With an external server (docs/testing.md) the workers would share it, and its cluster-wide
+# names (replication slots) and server-wide fail points would meet: serial unless asked.
+if [ -n "${PARALLELSYNC_TEST_PG_DSN:-}${PARALLELSYNC_TEST_MONGO_URI:-}" ]; then
+    workers=${PARALLELSYNC_TEST_WORKERS:-1}
+else
+    workers=${PARALLELSYNC_TEST_WORKERS:-2}
+fi
 if ! [[ "$workers" =~ ^[1-9][0-9]*$ ]]; then
     echo "test: PARALLELSYNC_TEST_WORKERS must be a whole number >= 1, not '$workers'" >&2
     exit 2
