@@ -11,6 +11,8 @@ can be killed and restarted on the same port with its data. Set `PARALLELSYNC_TE
 use an existing MongoDB instead.
 
 External servers report `can_restart = False`; fault tests call `servers.require_restartable()`.
+Under pytest-xdist every worker is a session, with servers of its own; an external server cannot be
+shared by several workers (its replication slots are cluster-wide), so that is refused.
 Each test gets its own PostgreSQL database (`pg_dsn`) and MongoDB database (`mongo_db_name`),
 both dropped afterwards. The servers are started lazily, so unit tests never start them.
 """
@@ -49,11 +51,26 @@ def _unique_name(request: pytest.FixtureRequest, prefix: str, max_len: int) -> s
     return f"{prefix}_{base}_{suffix}"
 
 
+def _refuse_shared(env: str) -> None:
+    """Under pytest-xdist each worker is a session of its own: a private server each, but one
+    external server would be shared, and its replication slots (cluster-wide) and fail points
+    (server-wide) would meet across workers."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        pytest.fail(
+            f"{env} is set and the tests run in several workers (-n): they would share that "
+            "server's replication slots; run serially (PARALLELSYNC_TEST_WORKERS=1 or no -n)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgServer]:
-    """The session's PostgreSQL server (a `PostgresCluster`, or `ExternalPostgres`)."""
+    """This session's PostgreSQL server (a `PostgresCluster`, or `ExternalPostgres`); under
+    pytest-xdist a session is one worker, so each worker has its own cluster."""
     external = os.environ.get(PG_ENV)
     server: PgServer
+    if external:
+        _refuse_shared(PG_ENV)
     try:
         if external:
             server = ExternalPostgres(external)
@@ -98,10 +115,11 @@ def pg_conn(pg_dsn: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
 
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[MongoServer]:
-    """The session's MongoDB-protocol server (`SecantusServer`, or `ExternalMongo`)."""
+    """This session's (worker's) MongoDB-protocol server (`SecantusServer`, or `ExternalMongo`)."""
     external = os.environ.get(MONGO_ENV)
     server: MongoServer
     if external:
+        _refuse_shared(MONGO_ENV)
         server = ExternalMongo(external)
     else:
         server = SecantusServer()

@@ -12,6 +12,16 @@ import psycopg
 from pymongo import MongoClient
 
 
+def announce(path: Path, text: str) -> None:
+    """Create `path` holding `text`, all at once. The tests poll for the file and read it as
+    soon as it exists; `write_text` creates it empty first, so a test on a busy machine read ""
+    and killed the job before the text was there. A rename is atomic: the file is whole or not
+    there."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
+    os.replace(part, path)
+
+
 def alter_one_document(target_uri: str, db: str, temp: str, **_: Any) -> None:
     """Change one document in the temp collection between the copy and the checks."""
     client: MongoClient[dict[str, Any]] = MongoClient(target_uri)
@@ -35,7 +45,7 @@ def hold_the_job(rows: int, done: int, **_: Any) -> None:
     test kills it at that known state instead of racing a copy that may already have finished."""
     if rows < int(os.environ.get(HOLD_ROWS, "1")):
         return
-    Path(os.environ[HOLD_MARKER]).write_text(str(os.getpid()))
+    announce(Path(os.environ[HOLD_MARKER]), str(os.getpid()))
     while True:
         time.sleep(1)
 
@@ -80,7 +90,7 @@ def try_truncate(source: str, table: str, **_: Any) -> None:
             conn.execute(f"TRUNCATE {table}")
         except psycopg.errors.LockNotAvailable:
             outcome = "blocked"
-    Path(os.environ[HOOK_OUT_ENV]).write_text(outcome)
+    announce(Path(os.environ[HOOK_OUT_ENV]), outcome)
 
 
 def skip_first_range(states: list[Any], **_: Any) -> None:
@@ -100,7 +110,7 @@ HOLD_DEADLINE_S = 600.0
 def hold_until_released(**_: Any) -> None:
     """Keep the job at this point (lease held, slot and temp in place) until the test says go."""
     directory = Path(os.environ[HOLD_DIR_ENV])
-    (directory / "reached").write_text(str(os.getpid()))
+    announce(directory / "reached", str(os.getpid()))
     deadline = time.monotonic() + HOLD_DEADLINE_S
     while not (directory / "release").exists():
         if time.monotonic() > deadline:
@@ -202,7 +212,7 @@ def hold_follow(lsn: str, transactions: int, idle: bool = False, **_: Any) -> No
     there until the test kills the process: a crash exactly between two steps, not a race."""
     if idle or transactions != int(os.environ.get(HOLD_TXN_ENV, "1")):
         return
-    Path(os.environ[HOLD_MARKER]).write_text(lsn)
+    announce(Path(os.environ[HOLD_MARKER]), lsn)
     deadline = time.monotonic() + HOLD_DEADLINE_S
     while time.monotonic() < deadline:
         time.sleep(0.05)

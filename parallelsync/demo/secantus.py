@@ -52,6 +52,10 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
+class _PortTaken(Exception):
+    """The server exited at start because its port was bound by someone else."""
+
+
 class SecantusServer:
     """SecantusDB as a subprocess (its `python -m secantus` CLI) on 127.0.0.1:<port>.
 
@@ -72,6 +76,10 @@ class SecantusServer:
         python: str = sys.executable,
     ) -> None:
         self.port = port or free_port()
+        # A port picked here was only free a moment ago: another process (a parallel test
+        # worker, say) may bind it first, so the first start may move to another one. A port
+        # the caller chose, or one the server has already run on (restart), must stay.
+        self._may_move = port is None
         self.timeout = timeout
         self.extra_args = list(extra_args)
         self.python = python
@@ -101,6 +109,20 @@ class SecantusServer:
         """Start and wait for the 'listening' line; raise ServerError with the log tail if not."""
         if self.running:
             return
+        for attempt in range(3 if self._may_move else 1):
+            try:
+                self._start_once()
+                break
+            except _PortTaken:
+                if attempt == 2:
+                    raise ServerError(
+                        f"secantus could not bind a free port (3 tries, last {self.port})\n"
+                        f"log tail ({self.logfile}):\n{tail(self.logfile)}"
+                    ) from None
+                self.port = free_port()
+        self._may_move = False
+
+    def _start_once(self) -> None:
         args = [
             self.python, str(self.launcher),
             "--config", str(self.config),
@@ -123,6 +145,10 @@ class SecantusServer:
             code = self._proc.poll()
             if code is not None:
                 self._proc = None
+                with self.logfile.open("rb") as f:
+                    f.seek(offset)
+                    if self._may_move and b"Address already in use" in f.read():
+                        raise _PortTaken
                 raise ServerError(
                     f"secantus exited with code {code} while starting on port {self.port}\n"
                     f"log tail ({self.logfile}):\n{tail(self.logfile)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from tests.servers import (
     MongoServer,
     PgServer,
     SecantusServer,
+    ServerError,
     require_restartable,
 )
 
@@ -181,3 +183,40 @@ def test_postgres_restart_keeps_port_and_data(
     assert pg_cluster.port == port
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM kept").fetchone() == (5,)
+
+
+def _listen() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+def test_secantus_moves_off_a_random_port_taken_before_it_started() -> None:
+    """Parallel test workers pick free ports at the same time: the port chosen for a server can
+    be bound by another process before the server starts. Then it starts on another port."""
+    with _listen() as taken:
+        server = SecantusServer()
+        server.port = taken.getsockname()[1]  # what the race would have done
+        try:
+            server.start()
+            assert server.port != taken.getsockname()[1]
+            with MongoClient(server.uri, serverSelectionTimeoutMS=10_000) as client:
+                assert client.admin.command("ping")["ok"] == 1.0
+        finally:
+            server.cleanup()
+
+
+def test_secantus_on_a_chosen_port_that_is_taken_fails_with_the_log() -> None:
+    with _listen() as taken:
+        port = taken.getsockname()[1]
+        server = SecantusServer(port=port)
+        try:
+            with pytest.raises(
+                ServerError, match=f"exited with code 1 while starting on port {port}"
+            ):
+                server.start()
+            assert server.port == port
+            assert "Address already in use" in server.logfile.read_text()
+        finally:
+            server.cleanup()
