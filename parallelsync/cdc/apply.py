@@ -313,16 +313,23 @@ class ShapeRule:
 
     `used`: the columns the documents are made from; `mentioned`: every column the mapping or
     --key names (a fresh copy refuses when one is gone); `ignores_new`: `[mapping] include` with
-    `new_columns = "ignore"`, so a fresh copy leaves a column the mapping does not name out."""
+    `new_columns = "ignore"`, so a fresh copy leaves a column the mapping does not name out;
+    `include_only`: the mapping has an include list, so the documents hold only the columns it
+    names. Without one they hold every column of the copy's table: `used` is built from the
+    table as it is now, which no longer has a dropped column, so it cannot tell on its own."""
 
     used: frozenset[str] = frozenset()
     mentioned: frozenset[str] = frozenset()
     ignores_new: bool = False
+    include_only: bool = False
 
     def harmful(self, added: list[str], dropped: list[str], retyped: list[str]) -> bool:
         if any(n in self.mentioned or not self.ignores_new for n in added):
             return True
-        return any(n in self.used or n in self.mentioned for n in (*dropped, *retyped))
+        return any(
+            n in self.used or n in self.mentioned or not self.include_only
+            for n in (*dropped, *retyped)
+        )
 
 
 def check_columns(

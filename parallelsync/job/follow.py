@@ -352,7 +352,11 @@ def _start_position(
     if copy is not None:
         start = max(start, parse_lsn((copy.get("snapshot") or {}).get("consistent_lsn") or "0/0"))
     saved = state.load()
-    shape = columns_of(prepared.table)
+    # The columns the documents were made from: the copy's (a column added between the copy and
+    # this first follow would otherwise be taken for the documents' shape and written into some
+    # documents only); a copy recorded before they were kept: the table now.
+    recorded = ((copy or {}).get("source") or {}).get("columns")
+    shape = [(str(n), int(t)) for n, t in recorded] if recorded else columns_of(prepared.table)
     # A checkpoint counts only for the copy it continues: a new copy starts a new history.
     if saved and saved.get("slot") == cfg.slot and saved.get("copy_job") == copy_job:
         start = max(start, int(saved.get("applied_lsn_int") or 0))
@@ -509,6 +513,7 @@ def shape_rule(cfg: CopyConfig, proj: Projection) -> ShapeRule:
         used=frozenset(c.name for c in proj.sources if c is not None),
         mentioned=frozenset(m.mentioned() | set(cfg.key or ())),
         ignores_new=m.include is not None and m.new_columns == "ignore",
+        include_only=m.include is not None,
     )
 
 

@@ -37,6 +37,9 @@ def initial(
             "table": table.name,
             "filter": cfg.where,
             "key": list(plan.key),
+            # The columns (name, type oid) the documents were made from: the shape a later
+            # `follow` compares the table and its change stream with (job/follow.py).
+            "columns": [[c.name, c.type_oid] for c in table.columns],
         },
         "target": {
             "uri": redact_uri(cfg.target),

@@ -17,7 +17,10 @@ from pymongo.errors import (
 from parallelsync.cdc.apply import ShapeRule, transient
 
 IGNORING = ShapeRule(
-    used=frozenset({"id", "note"}), mentioned=frozenset({"id", "note", "secret"}), ignores_new=True
+    used=frozenset({"id", "note"}),
+    mentioned=frozenset({"id", "note", "secret"}),
+    ignores_new=True,
+    include_only=True,
 )
 
 
@@ -31,6 +34,10 @@ IGNORING = ShapeRule(
         (IGNORING, [], ["secret"], [], True),  # named by the mapping: a fresh copy refuses
         (IGNORING, [], ["other"], ["other2"], False),  # neither used nor named
         (IGNORING, [], [], [], False),  # only the order differs: values are found by name
+        # No include list: every column of the copy's table is in the documents, a dropped or
+        # retyped one too (`used`, from the table now, no longer lists a dropped column).
+        (ShapeRule(used=frozenset({"id"})), [], ["qty"], [], True),
+        (ShapeRule(used=frozenset({"id"})), [], [], ["qty"], True),
     ],
 )
 def test_shape_rule(
