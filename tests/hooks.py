@@ -202,15 +202,21 @@ def rename_fault(target_uri: str, db: str, temp: str, collection: str, **_: Any)
         client.close()
 
 
-# `hold_follow`: which transaction of the run to hold at (1 = the first it applies).
+# `hold_follow`: which checkpoint of the run to hold at (1 = the first; a checkpoint covers
+# one transaction or a group of them, group commit).
 HOLD_TXN_ENV = "PSYNC_TEST_HOLD_TXN"
+_checkpoints = 0  # this process's checkpoints of transactions (not idle positions) so far
 
 
 def hold_follow(lsn: str, transactions: int, idle: bool = False, **_: Any) -> None:
     """At a follow checkpoint step (follow_applied, follow_stored) of the run's
-    $PSYNC_TEST_HOLD_TXN-th transaction, write its LSN to $PSYNC_TEST_HOLD_MARKER and wait
+    $PSYNC_TEST_HOLD_TXN-th checkpoint, write its LSN to $PSYNC_TEST_HOLD_MARKER and wait
     there until the test kills the process: a crash exactly between two steps, not a race."""
-    if idle or transactions != int(os.environ.get(HOLD_TXN_ENV, "1")):
+    global _checkpoints
+    if idle:
+        return
+    _checkpoints += 1
+    if _checkpoints != int(os.environ.get(HOLD_TXN_ENV, "1")):
         return
     announce(Path(os.environ[HOLD_MARKER]), lsn)
     deadline = time.monotonic() + HOLD_DEADLINE_S

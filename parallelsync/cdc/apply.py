@@ -11,15 +11,21 @@ added that `[mapping] include` with `new_columns = "ignore"` does not name, or o
 retyped that no document is made from); values are then found by column name.
 
 Writes are flushed in chunks (`CHUNK_OPS`, `CHUNK_BYTES`), so a huge transaction does not sit
-in memory; the checkpoint is only taken after the Commit (job/follow.py). A run that stops
-inside a transaction leaves part of it written; the next run replays the whole transaction from
-its start, which converges: every operation sets a document or a field to the value the
-transaction gives it (none is relative), so replaying the sequence yields its final state.
+in memory, and several small transactions share one chunk (group commit): the loop
+(job/follow_loop.py) writes what is pending and checkpoints the last applied commit when the
+stream has nothing more to read at once, after a time bound, or at a stop (`unsaved`). A run that
+stops leaves part of the transactions after its checkpoint written; the next run replays them
+from the checkpoint, which converges: every operation sets a document or a field to the value
+the transaction gives it (none is relative), so replaying the sequence yields its final state.
+The one operation that reads the collection (a key change whose TOASTed column arrived
+unchanged: `_old_document`) is kept out of groups, so what it reads is never ahead of it but in
+the first transaction after a checkpoint (docs/architecture.md, "Change capture").
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,10 +99,12 @@ class _Txn:
     begin: Begin
     skip: bool
     # The first transaction of the table after the start: the run that stopped may have
-    # written some or all of it before its checkpoint (at most this one: each transaction is
-    # checkpointed before the next is written).
+    # written some or all of it, its lookups included (`_old_document`: a transaction that looks
+    # up is checkpointed alone, so no later one is written before it is checkpointed).
     replay: bool = False
     changes: int = 0
+    looked_up: bool = False  # read a stored document: checkpointed before anything later
+    jobs_mark: int = 0  # where its refresh jobs start in the pending ones
 
 
 @dataclass
@@ -115,6 +123,11 @@ class Applier:
     # before it relies on what was applied).
     catch_up: bool = False
     totals: Totals = field(default_factory=Totals)
+    # Group commit (not a catch-up): transactions applied, maybe written, not checkpointed; the
+    # loop's `save` writes them and checkpoints the last one (`saved` then resets these).
+    unsaved: int = 0
+    save_now: bool = False  # the last one looked up a document: checkpoint it before any other
+    save: Callable[[], None] | None = None
     _txn: _Txn | None = None
     _ops: list[Op] = field(default_factory=list)
     _bytes: int = 0
@@ -128,14 +141,18 @@ class Applier:
 
     def retarget(self, coll: Collection[Any]) -> None:
         """Write into `coll` from the next transaction on (copy --follow's swap renamed the temp
-        collection written so far to it), one bulk write per transaction from now on: only
+        collection written so far to it), checkpointed (group commit) from now on: only
         between transactions, with nothing pending."""
         assert self._txn is None and not self._ops
         self.coll, self._raw, self.catch_up = coll, None, False
 
     def flush(self) -> None:
-        """Write what is pending (catch-up: the transactions applied since the last chunk)."""
+        """Write what is pending (the transactions applied since the last chunk)."""
         self._flush()
+
+    def saved(self) -> None:
+        """The loop checkpointed every transaction applied so far."""
+        self.unsaved, self.save_now = 0, False
 
     def feed(self, msg: Decoded) -> Commit | None:
         """Process one message; returns the Commit of a transaction now written (to checkpoint)."""
@@ -145,6 +162,7 @@ class Applier:
             replay = self._first and not self.catch_up
             self._mark = len(self._ops)
             self._txn = _Txn(msg, skip=msg.final_lsn < self.checkpoint, replay=replay)
+            self._txn.jobs_mark = self.jobs.pending if self.jobs is not None else 0
             return None
         if isinstance(msg, Relation):
             if msg.relid == self.table.oid:
@@ -156,18 +174,18 @@ class Applier:
             txn, self._txn = self._txn, None
             if txn is None or txn.skip or msg.end_lsn <= self.checkpoint:
                 self.totals.skipped += 1
-                # Only this transaction's pending operations: a catch-up's chunk holds earlier
-                # ones too, which are applied. (Its jobs: copy --follow refuses
-                # --changed-rows-collection, so a chunk of jobs is one transaction's.)
+                # Only this transaction's pending operations and jobs: a shared chunk holds
+                # earlier ones too, which are applied.
                 del self._ops[self._mark :]
                 self._bytes = 0 if not self._ops else self._bytes
-                if self.jobs is not None:
-                    self.jobs.discard()
+                if self.jobs is not None and txn is not None:
+                    self.jobs.discard(txn.jobs_mark)
                 return None
             if txn.changes == 0:  # nothing of the table: its end is an idle position
                 return None
             if not self.catch_up:
-                self._flush()
+                self.unsaved += 1
+                self.save_now = txn.looked_up
             self._first = False
             self.totals.transactions += 1
             self.totals.changes += txn.changes
@@ -248,6 +266,15 @@ class Applier:
         or a later change of the transaction reused it: its document is another row's), so it
         is looked at first. When neither is there, a later change of the transaction moved or
         deleted the new row, and replaying it writes what remains: None (write nothing now)."""
+        if self._txn is not None:
+            self._txn.looked_up = True
+        if self.unsaved and self.save is not None:
+            # Earlier transactions of the group are checkpointed first (writing this one's
+            # changes so far with them): after a crash, the lookup's transaction is then the
+            # first after the checkpoint, and nothing written is ahead of what it reads but its
+            # own later changes (see _Txn.replay).
+            self._flush()
+            self.save()
         self._flush()  # it may have been written earlier in this transaction
         if self._raw is None:
             self._raw = self.coll.with_options(CodecOptions(document_class=RawBSONDocument))
@@ -275,6 +302,8 @@ class Applier:
         if not self._ops:
             return
         ops, self._ops, self._bytes, self._mark = self._ops, [], 0, 0
+        if self._txn is not None:
+            self._txn.jobs_mark = 0  # the jobs pending are written with the chunk
         self.totals.bulk_writes += 1
         self.totals.largest_write = max(self.totals.largest_write, len(ops))
         for attempt in range(1, WRITE_ATTEMPTS + 1):

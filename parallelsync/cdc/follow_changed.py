@@ -43,8 +43,10 @@ class ChangedRowJobs:
     def pending(self) -> int:
         return len(self._ops)
 
-    def discard(self) -> None:
-        self._ops = []
+    def discard(self, start: int = 0) -> None:
+        """Drop the jobs added from position `start` of the pending ones on (a skipped
+        transaction's; the ones before belong to transactions applied in the same chunk)."""
+        del self._ops[start:]
 
     def flush(self) -> None:
         """Write the jobs added since the last flush (raises PyMongoError; replaying is safe)."""

@@ -90,6 +90,7 @@ class ReplicationStream:
         self.interval = MAX_STATUS_INTERVAL_S
         self._last_status = 0.0
         self.server_version = 0
+        self._next: XLogData | Keepalive | None = None  # read ahead by `ready`
 
     def open(self, start_lsn: int) -> None:
         conn = connect(
@@ -135,33 +136,60 @@ class ReplicationStream:
         Sends the periodic status update when it is due, and answers a keepalive that asks for
         one at once."""
         assert self._conn is not None and self._sel is not None
-        pgconn = self._conn.pgconn
+        if self._next is not None:
+            self._status_if_due()
+            ahead, self._next = self._next, None
+            return ahead
         deadline = time.monotonic() + timeout
         while True:
             self._status_if_due()
-            nbytes, data = pgconn.get_copy_data(1)  # non-blocking: wait on the socket instead
-            if nbytes > 0:
-                msg = self._parse(bytes(data))
-                if isinstance(msg, Keepalive) and msg.reply:
-                    self.send_status()
+            msg = self._take()
+            if msg is not None:
                 return msg
-            if nbytes == -1:
-                raise SourceConnectionLost(f"the replication stream of slot {self.slot!r} ended")
-            if nbytes < -1:
-                raise SourceConnectionLost(
-                    f"reading the replication stream failed: {self._error(pgconn)}"
-                )
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             wait = min(left, max(0.0, self._last_status + self.interval - time.monotonic()))
             if self._sel.select(wait):
-                try:
-                    pgconn.consume_input()
-                except psycopg.Error as exc:
-                    raise SourceConnectionLost(
-                        f"reading the replication stream failed: {clean(exc, self._dsn)}"
-                    ) from None
+                self._consume()
+
+    def ready(self) -> bool:
+        """Whether a message can be read now, without waiting (what the socket already holds):
+        follow writes the transactions applied so far once this says no (group commit)."""
+        assert self._conn is not None and self._sel is not None
+        if self._next is None:
+            self._next = self._take()
+        if self._next is None and self._sel.select(0):
+            self._consume()
+            self._next = self._take()
+        return self._next is not None
+
+    def _take(self) -> XLogData | Keepalive | None:
+        """The next message libpq has buffered, or None (non-blocking)."""
+        assert self._conn is not None
+        pgconn = self._conn.pgconn
+        nbytes, data = pgconn.get_copy_data(1)  # non-blocking: wait on the socket instead
+        if nbytes > 0:
+            msg = self._parse(bytes(data))
+            if isinstance(msg, Keepalive) and msg.reply:
+                self.send_status()
+            return msg
+        if nbytes == -1:
+            raise SourceConnectionLost(f"the replication stream of slot {self.slot!r} ended")
+        if nbytes < -1:
+            raise SourceConnectionLost(
+                f"reading the replication stream failed: {self._error(pgconn)}"
+            )
+        return None
+
+    def _consume(self) -> None:
+        assert self._conn is not None
+        try:
+            self._conn.pgconn.consume_input()
+        except psycopg.Error as exc:
+            raise SourceConnectionLost(
+                f"reading the replication stream failed: {clean(exc, self._dsn)}"
+            ) from None
 
     def _parse(self, data: bytes) -> XLogData | Keepalive:
         kind = data[:1]

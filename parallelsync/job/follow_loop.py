@@ -7,8 +7,11 @@ into the temp collection until it is caught up, swaps, points it at the target (
 runs it again.
 
 Where a checkpoint goes is the `Checkpoints` the loop holds. A durable one (the follow state
-document, targets/mongodb/follow_state.py) is written after MongoDB acknowledged a transaction
-and only then confirmed to the server; a non-durable one (the catch-up of `copy --follow`,
+document, targets/mongodb/follow_state.py) is written after MongoDB acknowledged a group of
+transactions and only then confirmed to the server (group commit, `save`: transactions that
+arrive back to back share one bulk write and one checkpoint; the group ends when the stream has
+nothing more to read at once, after `GROUP_S`, at a chunk written, a stop, or a transaction that
+read a stored document, cdc/apply.py); a non-durable one (the catch-up of `copy --follow`,
 whose writes go to a temp collection that a failure drops) is never confirmed: the slot stays at
 the copy's consistent LSN until the swap, as its job document records.
 """
@@ -38,6 +41,9 @@ IDLE_STORE_S = 1.0
 PROGRESS_S = 0.25
 # The statistics in the follow state document are refreshed this often without a checkpoint.
 STATS_STORE_S = 5.0
+# A group of transactions applied back to back is written and checkpointed at least this often,
+# so the checkpoint and the slot's confirmed position stay this close behind a busy stream.
+GROUP_S = 0.1
 # --stop-at-end follows WAL written after its end position was taken at most this many times.
 END_EXTENSIONS = 3
 
@@ -98,6 +104,9 @@ class FollowLoop:
         self.seen_clock: float | None = None  # the server time of that position
         now = time.monotonic()
         self.last_change = self.last_store = self.last_note = self.last_progress = now
+        self.group_start = now  # when the first transaction not yet checkpointed was applied
+        self.writes_at_save = 0  # the applier's bulk writes at the last group commit
+        applier.save = self.save
 
     def open(self, start: int) -> None:
         self.stream.open(start)
@@ -125,6 +134,27 @@ class FollowLoop:
         self.on_applied(format_lsn(lsn))
         self.last_store = time.monotonic()
 
+    def save(self) -> None:
+        """Group commit: write what is applied, THEN checkpoint the last applied commit (which
+        confirms it to the server after the checkpoint is stored)."""
+        applier = self.applier
+        if not applier.unsaved:
+            return
+        applier.flush()
+        self.checkpoint(applier.checkpoint)
+        applier.saved()
+        self.writes_at_save = applier.totals.bulk_writes
+
+    def _group_ends(self, now: float) -> bool:
+        applier = self.applier
+        return (
+            applier.save_now
+            or self.stop.requested
+            or now - self.group_start >= GROUP_S
+            or applier.totals.bulk_writes != self.writes_at_save  # a chunk reached its bound
+            or not self.stream.ready()  # nothing more to read at once: write what we have
+        )
+
     def run(self, until: Until) -> str:
         applier, monitor, stream = self.applier, self.monitor, self.stream
         end_lsn, extensions = until.end_lsn, 0
@@ -143,14 +173,20 @@ class FollowLoop:
                 commit = applier.feed(decode(msg.payload))
                 if commit is not None:
                     monitor.applied_time = unix_seconds(commit.commit_time)
-                    self.checkpoint(commit.end_lsn)
+                    if not applier.unsaved:  # a catch-up: nothing is stored
+                        self.checkpoint(commit.end_lsn)
+                    elif applier.unsaved == 1:
+                        self.group_start = time.monotonic()
                     self.seen = max(self.seen, commit.end_lsn)
                     self.last_change = time.monotonic()
                 idle = not applier.in_transaction
             now = time.monotonic()
+            if idle and applier.unsaved and self._group_ends(now):
+                self.save()
             eager = end_lsn is not None or target is not None or not self.checkpoints.durable
             if (
                 idle
+                and not applier.unsaved
                 and self.seen > applier.checkpoint
                 and (now - self.last_store >= IDLE_STORE_S or eager)
             ):
@@ -166,7 +202,7 @@ class FollowLoop:
             if now - max(self.last_store, self.last_note) >= STATS_STORE_S:
                 self.checkpoints.note(doc_of(self.stats()))
                 self.last_note = now
-            if not idle:
+            if not idle or applier.unsaved:  # mid-transaction, or more of the group ready
                 continue
             if msg is None:  # the stream is quiet: what was applied is written
                 applier.flush()
@@ -203,4 +239,5 @@ class FollowLoop:
 
     def _done(self, why: str) -> str:
         self.applier.flush()  # a catch-up's last chunk: everything applied is written
+        self.save()
         return why

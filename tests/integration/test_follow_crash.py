@@ -1,11 +1,12 @@
 """`follow` killed (SIGKILL) between the steps of a checkpoint, then restarted, is still exact.
 
-The steps of a transaction (docs/architecture.md, "Change capture"): MongoDB acknowledges its
-writes, THEN its commit end LSN is stored as the checkpoint, THEN it is confirmed to the server.
-A test hook (tests/hooks.py `hold_follow`) stops the process between two steps and says so; the
-test kills it there, restarts `follow --stop-at-end`, and does so at every transaction of
-test_follow.py's changes (each kind of change: TOASTed columns, key changes, a transaction
-spanning two tables, deletes), then compares the collection with the table and with a fresh copy.
+The steps of a checkpoint (docs/architecture.md, "Change capture"): MongoDB acknowledges the
+writes of a transaction or of a group of them (group commit), THEN the last commit's end LSN is
+stored as the checkpoint, THEN it is confirmed to the server. A test hook (tests/hooks.py
+`hold_follow`) stops the process between two steps and says so; the test kills it there,
+restarts `follow --stop-at-end`, and does so at every checkpoint of test_follow.py's changes
+(each kind of change: TOASTed columns, key changes, a transaction spanning two tables, deletes),
+then compares the collection with the table and with a fresh copy.
 """
 
 from __future__ import annotations
@@ -87,10 +88,10 @@ def _held_run(args: list[str], point: str, hold_txn: int, marker: Path) -> str |
 @pytest.mark.parametrize(
     ("point", "hold_txn"),
     [
-        # Held at the run's second transaction: the first is the one the last run was killed
-        # in, replayed; so every transaction is applied, killed before its checkpoint, replayed.
+        # Held at the run's second checkpoint: the first stores what the last run was killed
+        # in, replayed; so every group is applied, killed before its checkpoint, replayed.
         ("follow_applied", 2),
-        # Held at the first: every transaction's checkpoint is stored and never confirmed.
+        # Held at the first: every checkpoint is stored and never confirmed.
         ("follow_stored", 1),
     ],
 )
@@ -113,6 +114,7 @@ def test_sigkill_between_checkpoint_steps_keeps_it_exact(
             "--db", mongo_db.name, "--slot", slot, "--stop-at-end", "--json"]  # fmt: skip
     state_id = f"follow:{mongo_db.name}.orders"
     held: list[str] = []
+    stored: list[int] = []  # the checkpoint each killed run left
     while len(held) <= 12:
         lsn = _held_run(args, point, hold_txn, tmp_path / f"held-{len(held)}")
         if lsn is None:
@@ -130,10 +132,11 @@ def test_sigkill_between_checkpoint_steps_keeps_it_exact(
             # sends it again.
             assert state["applied_lsn"] == lsn
         assert confirmed < parse_lsn(lsn)
-    # Each of the ten transactions was held once (applied: from the second on, the first run
-    # holds at its second transaction).
-    assert len(held) == (9 if point == "follow_applied" else 10)
-    assert len(set(held)) == len(held)
+        stored.append(parse_lsn(state["applied_lsn"]))
+    # Every killed run got further than the one before (its first checkpoint is stored), and
+    # at most ten checkpoints (one per transaction) hold the ten transactions.
+    assert held and stored == sorted(set(stored))
+    assert len(held) <= 10
     last = follow(pg_dsn, mongo_uri, mongo_db.name, slot, "--stop-at-end", "--json")
     assert last.rc == 0, last.stderr
     assert (last.json["transactions"], last.json["changes"]) == (0, 0)
@@ -171,3 +174,66 @@ def test_replayed_key_change_takes_unchanged_columns_from_the_moved_document(
     moved = mongo_db.orders.find_one({"_id": 2020})
     assert moved is not None and moved["doc"] == "98f13708210194c475687be6106a3b84" * 200
     assert assert_exact(pg_conn, pg_dsn, mongo_uri, mongo_db) == 41
+
+
+# Single-row transactions that follow groups into one write and one checkpoint, with two key
+# changes whose TOASTed `doc` arrives unchanged (read from the stored document): 20 -> 22 takes
+# the key that T2 freed, then a new row takes 20; 23 -> 2323 later. A replay of the whole group
+# onto a collection holding all of it would read the moved document at the wrong place (T2's
+# replay deletes 22 again, and 20 is the newcomer): follow checkpoints before such a lookup, so
+# nothing written after a checkpoint is ahead of a lookup but its own transaction's changes.
+GROUP = (
+    "UPDATE orders SET note = 'g1' WHERE id = 21",  # doc 'u': a $set
+    "DELETE FROM orders WHERE id = 22",
+    "UPDATE orders SET id = 22 WHERE id = 20",  # a key change, doc 'u': looked up
+    "INSERT INTO orders (id, note, doc) VALUES (20, 'reused', 'other')",
+    "UPDATE orders SET note = 'g5' WHERE id = 22",
+    "UPDATE orders SET id = 2323 WHERE id = 23",  # looked up
+    "UPDATE orders SET note = 'g7' WHERE id = 2323",
+    "INSERT INTO orders (id, note) VALUES (200, 'g8'), (201, 'g8')",
+    "DELETE FROM orders WHERE id = 201",
+)
+
+
+def test_group_of_single_row_transactions_killed_before_its_checkpoint_is_exact(
+    pg_conn: psycopg.Connection[Any],
+    pg_dsn: str,
+    mongo_uri: str,
+    mongo_db: Database[Any],
+    tmp_path: Path,
+) -> None:
+    slot = "fol_group"
+    pg_conn.execute(DDL)
+    copy = run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", slot))
+    assert copy.rc == 0, copy.stderr
+    for statement in GROUP:  # one transaction each (autocommit)
+        pg_conn.execute(statement)
+    args = ["follow", "--source", pg_dsn, "--table", "orders", "--target", mongo_uri,
+            "--db", mongo_db.name, "--slot", slot, "--stop-at-end"]  # fmt: skip
+    state_id = f"follow:{mongo_db.name}.orders"
+    stored: list[int] = []
+    for n in range(len(GROUP) + 1):
+        # Killed with the group written and its checkpoint not stored; then the restart is
+        # killed with its first checkpoint stored and not confirmed (the next run goes on
+        # from it), so each group boundary of the changes is killed at.
+        written = _held_run(args, "follow_applied", 1, tmp_path / f"applied-{n}")
+        _wait_inactive(pg_conn, slot)
+        if written is None:
+            break
+        lsn = _held_run(args, "follow_stored", 1, tmp_path / f"stored-{n}")
+        _wait_inactive(pg_conn, slot)
+        if lsn is None:
+            break
+        state = mongo_db.parallelsync_jobs.find_one({"_id": state_id})
+        assert state is not None and state["applied_lsn"] == lsn
+        stored.append(parse_lsn(lsn))
+    assert stored and stored == sorted(set(stored))  # each pair of runs got further
+    last = follow(pg_dsn, mongo_uri, mongo_db.name, slot, "--stop-at-end", "--json")
+    assert last.rc == 0, last.stderr
+    moved = mongo_db.orders.find_one({"_id": 22})
+    assert moved is not None and moved["doc"] == "98f13708210194c475687be6106a3b84" * 200
+    assert moved["note"] == "g5"
+    moved = mongo_db.orders.find_one({"_id": 2323})
+    assert moved is not None and moved["doc"] == "37693cfc748049e45d87b8c7d8b9aacd" * 200
+    assert mongo_db.orders.find_one({"_id": 20})["doc"] == "other"
+    assert assert_exact(pg_conn, pg_dsn, mongo_uri, mongo_db) == 40 - 1 + 1 + 1

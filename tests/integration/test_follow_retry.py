@@ -148,7 +148,9 @@ def test_follow_killed_and_restarted_at_once_stays_exact(
     changes(pg_conn)
     args = ["follow", "--source", pg_dsn, "--table", "orders", "--target", mongo_uri,
             "--db", mongo_db.name, "--slot", "fol_fr_d", "--stop-at-end"]  # fmt: skip
-    for n in range(3):  # killed while streaming, restarted without waiting for its walsender
+    # Killed while streaming, restarted without waiting for its walsender; twice: a run groups
+    # the transactions that arrive together, so a third run may have no second checkpoint.
+    for n in range(2):
         assert _held_run(args, "follow_applied", 2, tmp_path / f"held-{n}") is not None
     again = follow(pg_dsn, mongo_uri, mongo_db.name, "fol_fr_d", "--stop-at-end", "--json")
     assert again.rc == 0, again.stderr
