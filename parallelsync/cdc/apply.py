@@ -53,6 +53,7 @@ from parallelsync.cdc.decode import (
 )
 from parallelsync.cdc.documents import RowEncoder, elements
 from parallelsync.cdc.follow_changed import ChangedRowJobs
+from parallelsync.cdc.lookups import LookupStore
 from parallelsync.cdc.stream import format_lsn
 from parallelsync.errors import SourceError, TargetError, TargetUnavailable
 from parallelsync.source.catalog import TableInfo
@@ -117,6 +118,8 @@ class Applier:
     shape: list[tuple[str, int]] | None = None
     rule: ShapeRule | None = None  # None: any difference from `shape` stops
     jobs: ChangedRowJobs | None = None  # --changed-rows-collection
+    # Where a key change's lookup is kept before its writes, for an exact replay (lookups.py).
+    lookups: LookupStore | None = None
     # copy --follow's catch-up into a temp collection that nothing of this stream reached
     # before: no transaction is a replay, and transactions are written in shared chunks instead
     # of one bulk write each (nothing is checkpointed per transaction; the caller flushes
@@ -279,12 +282,22 @@ class Applier:
         if self._raw is None:
             self._raw = self.coll.with_options(CodecOptions(document_class=RawBSONDocument))
         replay = self._txn is not None and self._txn.replay
+        txn_lsn = self._txn.begin.final_lsn if self._txn is not None else 0
+        if replay and self.lookups is not None:
+            # What the stopped run read, before anything of this transaction was written.
+            kept = self.lookups.load(txn_lsn, old_id)
+            if kept is not None:
+                return kept
         for key in (new_id, old_id) if replay else (old_id,):
             try:
                 found = self._raw.find_one(RawBSONDocument(key))
             except PyMongoError as exc:
                 raise _target_error(exc) from None
             if found is not None:
+                if self.lookups is not None and key == old_id:
+                    # Kept before the writes that use it (lookups.py); from the new _id it is
+                    # the moved document itself, which a replay reads there again.
+                    self.lookups.save(txn_lsn, old_id, bytes(found.raw))
                 return bytes(found.raw)
         if replay:
             return None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.collection import Collection
 
+from parallelsync.cdc.lookups import KIND as LOOKUP_KIND
 from parallelsync.config import load_file, merge, options_for
 from parallelsync.errors import EXIT_OK, UsageError
 from parallelsync.redact import scrub_for, scrub_known
@@ -54,7 +55,8 @@ def run_status(cli: Mapping[str, Any], *, as_json: bool) -> int:
                 mark_stale([job], client[values["db"]][LOCK_COLLECTION])
                 print(shown(job, json.dumps(job, default=str, indent=None if as_json else 2)))
                 return EXIT_OK
-            query: dict[str, Any] = {}
+            # Not a job: what a follow keeps for an exact replay (cdc/lookups.py).
+            query: dict[str, Any] = {"kind": {"$ne": LOOKUP_KIND}}
             if values["collection"]:
                 query["target.collection"] = values["collection"]
             limit = int(cli.get("limit") or 10)

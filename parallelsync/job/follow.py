@@ -28,6 +28,7 @@ from parallelsync.cdc.apply import Applier, ShapeRule, check_columns, columns_of
 from parallelsync.cdc.documents import RowEncoder, check_followable
 from parallelsync.cdc.follow_changed import ChangedRowJobs
 from parallelsync.cdc.late_publication import create_late_publication
+from parallelsync.cdc.lookups import LookupStore
 from parallelsync.cdc.peek import flush_position
 from parallelsync.cdc.publication import check_covers, relations
 from parallelsync.cdc.slots import list_slots
@@ -453,6 +454,8 @@ def open_loop(
     applier = Applier(
         table, encoder, coll, checkpoint=start, shape=shape, rule=shape_rule(cfg, projection),
         jobs=jobs, catch_up=catch_up,
+        # Also in a catch-up: after copy --follow's swap the same applier follows on.
+        lookups=LookupStore(coll.database[cfg.stats_collection], f"{cfg.db}.{cfg.collection}"),
     )  # fmt: skip
     monitor = FollowMonitor(
         cfg.source, cfg.slot, int(cfg.max_retained_wal_mb * 1e6), reporter.warning

@@ -237,3 +237,39 @@ def test_group_of_single_row_transactions_killed_before_its_checkpoint_is_exact(
     assert moved is not None and moved["doc"] == "37693cfc748049e45d87b8c7d8b9aacd" * 200
     assert mongo_db.orders.find_one({"_id": 20})["doc"] == "other"
     assert assert_exact(pg_conn, pg_dsn, mongo_uri, mongo_db) == 40 - 1 + 1 + 1
+
+
+def test_replayed_delete_then_move_onto_the_freed_key_keeps_the_unchanged_column(
+    pg_conn: psycopg.Connection[Any],
+    pg_dsn: str,
+    mongo_uri: str,
+    mongo_db: Database[Any],
+    tmp_path: Path,
+) -> None:
+    """One transaction deletes 22 and moves 20 onto it with its TOASTed `doc` unchanged: the
+    run reads 20's document for `doc`. Killed after writing, before its checkpoint, the replay
+    deletes 22 again (the moved document) and 20 is gone: the value exists only in what the
+    killed run kept before its writes (cdc/lookups.py)."""
+    slot = "fol_freed"
+    pg_conn.execute(DDL)
+    copy = run_cli(*copy_args(pg_dsn, "orders", mongo_uri, mongo_db.name, "--slot", slot))
+    assert copy.rc == 0, copy.stderr
+    with pg_conn.transaction():
+        pg_conn.execute("DELETE FROM orders WHERE id = 22")
+        pg_conn.execute("UPDATE orders SET id = 22, note = 'moved' WHERE id = 20")  # doc 'u'
+    args = ["follow", "--source", pg_dsn, "--table", "orders", "--target", mongo_uri,
+            "--db", mongo_db.name, "--slot", slot, "--stop-at-end"]  # fmt: skip
+    assert _held_run(args, "follow_applied", 1, tmp_path / "held") is not None
+    assert mongo_db.orders.find_one({"_id": 22})["note"] == "moved"  # the writes are in
+    assert mongo_db.orders.find_one({"_id": 20}) is None
+    _wait_inactive(pg_conn, slot)
+    again = follow(pg_dsn, mongo_uri, mongo_db.name, slot, "--stop-at-end", "--json")
+    assert again.rc == 0, again.stderr
+    assert (again.json["transactions"], again.json["changes"]) == (1, 2)  # replayed
+    moved = mongo_db.orders.find_one({"_id": 22})
+    assert moved is not None and moved["doc"] == "98f13708210194c475687be6106a3b84" * 200
+    assert assert_exact(pg_conn, pg_dsn, mongo_uri, mongo_db) == 39
+    # What the killed run kept is in the stats collection, and `status` does not list it.
+    assert mongo_db.parallelsync_jobs.count_documents({"kind": "follow_lookup"}) == 1
+    listing = run_cli("status", "--target", mongo_uri, "--db", mongo_db.name, "--json")
+    assert listing.rc == 0 and "follow_lookup" not in listing.stdout, listing.stderr
