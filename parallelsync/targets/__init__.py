@@ -128,10 +128,11 @@ def open_sink(spec: SinkSpec) -> Sink:
         from parallelsync.targets.file import FileSink, temp_dir
 
         return FileSink(temp_dir(Path(spec.uri), spec.temp))
-    from parallelsync.targets.mongodb.client import connect
+    from parallelsync.targets.mongodb.client import call_bound, connect
     from parallelsync.targets.mongodb.sink import MongoSink
 
-    return MongoSink(connect(spec.uri, call_timeout_s=spec.timeout_s), spec.db, spec.temp)
+    client = connect(spec.uri, call_timeout_s=spec.timeout_s)
+    return MongoSink(client, spec.db, spec.temp, flag=call_bound(spec.uri, spec.timeout_s)[1])
 
 
 __all__ = ["Sink", "SinkSpec", "Target", "check_target", "kind_of", "open_sink", "open_target"]

@@ -134,6 +134,21 @@ def test_hung_rename_ends_at_the_call_bound_with_a_message_naming_it(
     assert target_is_old(mongo_db) and temps(mongo_db) == []
 
 
+@pytest.mark.usefixtures("fail_points", "items")
+def test_a_socket_timeout_in_the_uri_is_the_bound_the_message_names(
+    pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
+) -> None:
+    """pymongo keeps the URI's socketTimeoutMS over the option's value (client.connect): the
+    message says what really ended the call, not the flag the user left at its default."""
+    uri = f"{mongo_uri}{'&' if '?' in mongo_uri else '?'}socketTimeoutMS=2000"
+    rc, stderr, job = copy_with_fault("hang", pg_dsn, uri, mongo_db)
+    assert rc == 4, stderr
+    assert "MongoDB did not answer within 2 s (socketTimeoutMS in the target URI)" in stderr
+    assert "--target-timeout-seconds" not in stderr
+    assert job["status"] == "FAILED" and job["swap_outcome"] == "not_done"
+    assert target_is_old(mongo_db) and temps(mongo_db) == []
+
+
 def test_a_finished_copy_records_the_swap_as_done(
     pg_conn: psycopg.Connection[Any], pg_dsn: str, mongo_uri: str, mongo_db: Database[Any]
 ) -> None:

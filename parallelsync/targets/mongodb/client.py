@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,21 @@ from parallelsync.redact import redact_uri, remember, scrub_for, scrub_known, sp
 SERVER_SELECTION_MS = 15_000
 
 
+# How the messages name the bound of ordinary calls when the URI did not set its own.
+CALL_FLAG = "--target-timeout-seconds"
+URI_FLAG = "socketTimeoutMS in the target URI"
+
+
+def call_bound(uri: str, seconds: float, flag: str = CALL_FLAG) -> tuple[float, str]:
+    """The bound a client of `uri` made by `connect(uri, call_timeout_s=seconds)` really has,
+    and what sets it: a socketTimeoutMS in the URI wins over the option (see `connect`), so a
+    timeout message must name that, not the flag the user did not use."""
+    match = re.search(r"[?&]sockettimeoutms=(\d+)", uri, flags=re.IGNORECASE)
+    if match:
+        return int(match.group(1)) / 1000, URI_FLAG
+    return seconds, flag
+
+
 def timeout_error(what: str, exc: PyMongoError, seconds: float, flag: str) -> TargetError:
     """The error for a failed call to MongoDB, saying which call and, for a timeout, the bound."""
     if exc.timeout:
@@ -27,7 +43,7 @@ def timeout_error(what: str, exc: PyMongoError, seconds: float, flag: str) -> Ta
 
 
 @contextlib.contextmanager
-def bounded(what: str, seconds: float, flag: str = "--target-timeout-seconds") -> Iterator[None]:
+def bounded(what: str, seconds: float, flag: str = CALL_FLAG) -> Iterator[None]:
     """A failure of the block's calls names `what` (and, for a timeout, the bound `seconds` that
     the client's socketTimeoutMS set: see `connect`)."""
     try:

@@ -8,6 +8,7 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, ConnectionFailure, OperationFailure, PyMongoError
 
 from parallelsync.errors import EncodeError, TargetError, TargetUnavailable
+from parallelsync.targets.mongodb.client import CALL_FLAG
 from parallelsync.targets.mongodb.rawrun import RawRun, runs
 from parallelsync.transcode.batch import EncodedBatch
 
@@ -18,12 +19,12 @@ DUPLICATE_KEY = 11000
 TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
 
-def insert_error(exc: PyMongoError) -> TargetError:
-    """A failed insert command as an error; a timeout and a lost connection are worth a retry."""
+def insert_error(exc: PyMongoError, flag: str = CALL_FLAG) -> TargetError:
+    """A failed insert command as an error; a timeout and a lost connection are worth a retry.
+    `flag`: what set the call bound (client.call_bound)."""
     if exc.timeout:
         return TargetUnavailable(
-            f"MongoDB did not answer an insert within the call bound (--target-timeout-seconds): "
-            f"{exc}"
+            f"MongoDB did not answer an insert within the call bound ({flag}): {exc}"
         )
     if isinstance(exc, AutoReconnect | ConnectionFailure):
         return TargetUnavailable(f"lost the connection to MongoDB while inserting: {exc}")
@@ -42,8 +43,11 @@ class MongoSink:
     puts the same bytes there (see rawrun.py).
     """
 
-    def __init__(self, client: MongoClient[Any], db: str, collection: str) -> None:
+    def __init__(
+        self, client: MongoClient[Any], db: str, collection: str, *, flag: str = CALL_FLAG
+    ) -> None:
         self._client = client
+        self._flag = flag  # what set the call bound, for a timeout's message
         self._db = client[db]
         self._name = collection
         wc = client.write_concern
@@ -76,7 +80,7 @@ class MongoSink:
         try:
             reply = self._db.command(cmd)
         except PyMongoError as exc:
-            raise insert_error(exc) from None
+            raise insert_error(exc, self._flag) from None
 
         errors = reply.get("writeErrors") or []
         other = [e for e in errors if e.get("code") != DUPLICATE_KEY]

@@ -10,7 +10,7 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
 from parallelsync.errors import SWAP_DONE, SWAP_NOT_DONE, SWAP_UNKNOWN, SwapFailed, TargetError
-from parallelsync.targets.mongodb.client import bounded, timeout_error
+from parallelsync.targets.mongodb.client import CALL_FLAG, bounded, timeout_error
 
 
 def existing_secondary_indexes(db: Database[Any], collection: str) -> list[dict[str, Any]]:
@@ -30,11 +30,16 @@ def existing_secondary_indexes(db: Database[Any], collection: str) -> list[dict[
 
 
 def build_indexes(
-    db: Database[Any], temp: str, specs: list[dict[str, Any]], *, timeout_s: float
+    db: Database[Any],
+    temp: str,
+    specs: list[dict[str, Any]],
+    *,
+    timeout_s: float,
+    flag: str = "--long-timeout-seconds",
 ) -> None:
     if not specs:
         return
-    with bounded(f"building the target's indexes on {temp}", timeout_s, "--long-timeout-seconds"):
+    with bounded(f"building the target's indexes on {temp}", timeout_s, flag):
         db.command({"createIndexes": temp, "indexes": specs})
 
 
@@ -60,7 +65,15 @@ def identity(db: Database[Any], name: str) -> Identity:
     return Identity(False)
 
 
-def rename(db: Database[Any], temp: str, target: str, *, before: Identity, timeout_s: float) -> str:
+def rename(
+    db: Database[Any],
+    temp: str,
+    target: str,
+    *,
+    before: Identity,
+    timeout_s: float,
+    flag: str = CALL_FLAG,
+) -> str:
     """renameCollection with dropTarget: readers see the old or the new collection, never a mix.
 
     Returns how the outcome was established ("" when the server simply answered). A rename whose
@@ -69,7 +82,7 @@ def rename(db: Database[Any], temp: str, target: str, *, before: Identity, timeo
     it was before the rename."""
     what = f"renaming {temp} to {target}"
     try:
-        # Bounded by the client's socketTimeoutMS (--target-timeout-seconds).
+        # Bounded by the client's socketTimeoutMS (`flag` names what set it).
         db.client.admin.command(
             "renameCollection", f"{db.name}.{temp}", to=f"{db.name}.{target}", dropTarget=True
         )
@@ -78,10 +91,10 @@ def rename(db: Database[Any], temp: str, target: str, *, before: Identity, timeo
         if not exc.timeout:  # the server answered: the rename is atomic and did not happen
             msg = f"{what} failed: {exc}; the target is unchanged"
             raise SwapFailed(msg, SWAP_NOT_DONE) from None
-        lost = timeout_error(what, exc, timeout_s, "--target-timeout-seconds")
+        lost = timeout_error(what, exc, timeout_s, flag)
     except PyMongoError as exc:
         lost = (
-            timeout_error(what, exc, timeout_s, "--target-timeout-seconds")
+            timeout_error(what, exc, timeout_s, flag)
             if exc.timeout
             else TargetError(f"{what}: the connection to MongoDB was lost ({exc})")
         )

@@ -21,7 +21,7 @@ from parallelsync.targets.base import (
     TargetKind,
 )
 from parallelsync.targets.mongodb import digest, jobs, swap
-from parallelsync.targets.mongodb.client import bounded, connect
+from parallelsync.targets.mongodb.client import bounded, call_bound, connect
 from parallelsync.targets.mongodb.lease import Lease
 from parallelsync.targets.timeouts import DEFAULT_CALL_TIMEOUT_S, DEFAULT_LONG_TIMEOUT_S
 from parallelsync.transcode.checksum import Digest
@@ -49,6 +49,8 @@ class MongoTarget:
         # grows with the data go through a second client with the long bound (`long_db`).
         self.timeout_s, self.long_timeout_s = timeout_s, long_timeout_s
         self.client: MongoClient[Any] = connect(uri, call_timeout_s=timeout_s)
+        # What the messages quote: a socketTimeoutMS in the URI is the real bound.
+        self.bound_s, self.bound_flag = call_bound(uri, timeout_s)
         self.db: Database[Any] = self.client[db]
         self._long: MongoClient[Any] | None = None
         self._lease: Lease | None = None
@@ -63,10 +65,10 @@ class MongoTarget:
         return self._long[self.db.name]
 
     def long(self, what: str) -> contextlib.AbstractContextManager[None]:
-        return bounded(what, self.long_timeout_s, "--long-timeout-seconds")
+        return bounded(what, *call_bound(self.uri, self.long_timeout_s, "--long-timeout-seconds"))
 
     def call(self, what: str) -> contextlib.AbstractContextManager[None]:
-        return bounded(what, self.timeout_s)
+        return bounded(what, self.bound_s, self.bound_flag)
 
     # ---------------------------------------------------------------- one run per target
     @property
@@ -176,7 +178,8 @@ class MongoTarget:
             # The target as it is before the swap: a rename whose answer is lost is settled by
             # comparing with it (swap.settle).
             self._before = swap.identity(self.db, self.collection)
-        swap.build_indexes(self.long_db, temp, specs, timeout_s=self.long_timeout_s)
+        seconds, flag = call_bound(self.uri, self.long_timeout_s, "--long-timeout-seconds")
+        swap.build_indexes(self.long_db, temp, specs, timeout_s=seconds, flag=flag)
 
     def swap(self, temp: str, log: Log) -> str:
         with self.call("checking the target lease"):
@@ -190,8 +193,9 @@ class MongoTarget:
             with self.call(f"looking at {self.display}"):
                 self._before = swap.identity(self.db, self.collection)
         note = swap.rename(
-            self.db, temp, self.collection, before=self._before, timeout_s=self.timeout_s
-        )
+            self.db, temp, self.collection, before=self._before, timeout_s=self.bound_s,
+            flag=self.bound_flag,
+        )  # fmt: skip
         if note:
             log(f"warning: {note}")
         return note
